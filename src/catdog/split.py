@@ -1,0 +1,148 @@
+"""Fixed, seeded, stratified train/val/test manifests, with the images that could not be read listed apart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from catdog.files import atomic_path, sha256_file
+
+SPLITS = ("train", "val", "test")
+MANIFEST_FIELDS = ("path", "label", "sha256")
+ACCEPTED_FORMATS = ("JPEG", "PNG")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    label: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    path: str
+    reason: str
+
+
+def inspect_image(path: Path) -> str | None:
+    """Why `path` cannot serve as a training image, or None when it decodes fully."""
+    try:
+        with Image.open(path) as image:
+            if image.format not in ACCEPTED_FORMATS:
+                return f"format {image.format} is not one of {', '.join(ACCEPTED_FORMATS)}"
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"not a readable image: {exc}"
+    return None
+
+
+def scan(dataset_dir: Path, folder: str, classes: Sequence[str]) -> tuple[list[Entry], list[Reject]]:
+    """Decode every file under `<folder>/<class>/` once; keep the readable images, list the rest."""
+    entries: list[Entry] = []
+    rejects: list[Reject] = []
+    files = [(cls, p) for cls in classes for p in sorted((dataset_dir / folder / cls).iterdir()) if p.is_file()]
+    for cls, path in tqdm(files, desc=f"check {folder}", unit="img"):
+        rel = path.relative_to(dataset_dir).as_posix()
+        reason = inspect_image(path)
+        if reason:
+            rejects.append(Reject(rel, reason))
+        else:
+            entries.append(Entry(rel, cls, sha256_file(path)))
+    return entries, rejects
+
+
+def drop_cross_split_duplicates(
+    train: list[Entry], holdout: list[Entry]
+) -> tuple[list[Entry], list[Reject]]:
+    """Remove from the hold-out any image whose bytes already sit in train (or earlier in the hold-out)."""
+    seen = {e.sha256: e.path for e in train}
+    kept: list[Entry] = []
+    rejects: list[Reject] = []
+    for entry in holdout:
+        if entry.sha256 in seen:
+            rejects.append(Reject(entry.path, f"same bytes as {seen[entry.sha256]}"))
+        else:
+            seen[entry.sha256] = entry.path
+            kept.append(entry)
+    return kept, rejects
+
+
+def stratified_split(entries: list[Entry], test_fraction: float, seed: int) -> tuple[list[Entry], list[Entry]]:
+    """Split `entries` into (val, test) keeping the class balance; the same seed gives the same split."""
+    rng = random.Random(seed)
+    val: list[Entry] = []
+    test: list[Entry] = []
+    for label in sorted({e.label for e in entries}):
+        group = sorted((e for e in entries if e.label == label), key=lambda e: e.path)
+        rng.shuffle(group)
+        n_test = round(len(group) * test_fraction)
+        test.extend(group[:n_test])
+        val.extend(group[n_test:])
+    return sorted(val, key=lambda e: e.path), sorted(test, key=lambda e: e.path)
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[object]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fields)
+    writer.writerows([getattr(row, f) for f in fields] for row in rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def read_manifest(path: Path) -> list[Entry]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found; run `dvc repro split` first")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+            raise ValueError(f"{path}: expected columns {MANIFEST_FIELDS}, found {reader.fieldnames}")
+        return [Entry(row["path"], row["label"], row["sha256"]) for row in reader]
+
+
+def class_counts(entries: Sequence[Entry], classes: Sequence[str]) -> dict[str, int]:
+    counts = Counter(e.label for e in entries)
+    return {cls: counts.get(cls, 0) for cls in classes}
+
+
+def data_report(splits: dict[str, list[Entry]], classes: Sequence[str], n_rejects: int) -> dict[str, object]:
+    """Class counts per split and the accuracy of always guessing the train split's majority class."""
+    counts = {name: class_counts(entries, classes) for name, entries in splits.items()}
+    majority = max(classes, key=lambda c: (counts["train"][c], -classes.index(c)))
+    report: dict[str, object] = {"counts": counts, "rejected": n_rejects, "majority_class": majority}
+    for name, entries in splits.items():
+        report[f"{name}_majority_accuracy"] = round(counts[name][majority] / max(len(entries), 1), 4)
+    return report
+
+
+def make_split(
+    dataset_dir: Path,
+    split_dir: Path,
+    classes: Sequence[str],
+    train_folder: str,
+    holdout_folder: str,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict[str, list[Entry]], list[Reject]]:
+    """Write `<split_dir>/{train,val,test}.csv` and `rejects.csv`; return the splits and the rejects."""
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"{dataset_dir}: data set not found; run `dvc repro download` first")
+    train, train_rejects = scan(dataset_dir, train_folder, classes)
+    holdout, holdout_rejects = scan(dataset_dir, holdout_folder, classes)
+    holdout, duplicate_rejects = drop_cross_split_duplicates(train, holdout)
+    val, test = stratified_split(holdout, test_fraction, seed)
+    splits = {"train": train, "val": val, "test": test}
+    for name, entries in splits.items():
+        write_csv(split_dir / f"{name}.csv", MANIFEST_FIELDS, entries)
+    rejects = train_rejects + holdout_rejects + duplicate_rejects
+    write_csv(split_dir / "rejects.csv", ("path", "reason"), rejects)
+    return splits, rejects

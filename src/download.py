@@ -1,0 +1,28 @@
+"""DVC stage `download`: fetch the archive (or $CATDOG_DATA_MIRROR), extract it safely, check its layout."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from catdog.download import download_dataset
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    data = cfg.data
+    counts = download_dataset(
+        urls=list(data.urls),
+        mirror_env=data.mirror_env,
+        raw_dir=Path(data.raw_dir),
+        dataset_dir=Path(data.dataset_dir),
+        expected=data.expected,
+        attempts=data.download.attempts,
+        backoff_s=data.download.backoff_s,
+        timeout_s=data.download.timeout_s,
+    )
+    print(f"data set ready in {data.dataset_dir}: {counts}")
+
+
+if __name__ == "__main__":
+    main()
