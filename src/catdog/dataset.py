@@ -1,0 +1,80 @@
+"""Images decoded once per split into a cache keyed by the manifest's hash, then served by tf.data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from catdog.files import atomic_path, sha256_file
+from catdog.split import read_manifest
+
+CHANNELS = 3
+DECODE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in memory: uint8 images (N, H, W, 3), int32 class indices, and their manifest paths."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: tuple[str, ...]
+
+
+def cache_file(cache_dir: Path, manifest: Path, image_size: int) -> Path:
+    """The cache file name carries the manifest's hash, so a new split never reuses a stale cache."""
+    return cache_dir / f"{manifest.stem}-{sha256_file(manifest)[:16]}-{image_size}px.npz"
+
+
+def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=CHANNELS, expand_animations=False)
+    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
+    return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+
+
+def decode_images(files: list[str], image_size: int, desc: str) -> np.ndarray:
+    """Decode and resize `files` in parallel (as image_dataset_from_directory does), with a progress bar."""
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.map(lambda p: _decode(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    out = np.empty((len(files), image_size, image_size, CHANNELS), dtype=np.uint8)
+    with tqdm(total=len(files), desc=desc, unit="img") as bar:
+        start = 0
+        for batch in ds.batch(DECODE_BATCH).prefetch(tf.data.AUTOTUNE):
+            out[start : start + len(batch)] = batch.numpy()
+            start += len(batch)
+            bar.update(len(batch))
+    return out
+
+
+def load_split(manifest: Path, dataset_dir: Path, classes: list[str], image_size: int, cache_dir: Path) -> Split:
+    """The split named by `manifest`, decoded from the cache or, the first time, from the JPEGs."""
+    entries = read_manifest(manifest)
+    unknown = sorted({e.label for e in entries} - set(classes))
+    if unknown:
+        raise ValueError(f"{manifest}: labels {unknown} are not among the configured classes {classes}")
+    labels = np.array([classes.index(e.label) for e in entries], dtype=np.int32)
+    paths = tuple(e.path for e in entries)
+    cache = cache_file(cache_dir, manifest, image_size)
+    if cache.is_file():
+        with np.load(cache) as stored:
+            return Split(stored["images"], labels, paths)
+    images = decode_images([str(dataset_dir / p) for p in paths], image_size, desc=f"decode {manifest.stem}")
+    with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=images)
+    return Split(images, labels, paths)
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """Float32 image batches with labels; shuffling permutes indices, never copies images into a buffer."""
+    images = tf.constant(split.images)
+    labels = tf.constant(split.labels)
+    ds = tf.data.Dataset.range(len(split.labels))
+    if shuffle:
+        ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda idx: (tf.cast(tf.gather(images, idx), tf.float32), tf.gather(labels, idx)))
+    return ds.prefetch(tf.data.AUTOTUNE)

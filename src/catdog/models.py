@@ -1,0 +1,114 @@
+"""The study's Keras models; preprocessing and augmentation live inside them, so a saved model takes raw images."""
+
+from __future__ import annotations
+
+import keras
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+CHANNELS = 3
+BACKBONE = "backbone"
+HEAD = "head"
+NET = "net"
+
+
+def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
+    """RandomFlip + RandomRotation, active in training only."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip(cfg.flip, seed=seed),
+            keras.layers.RandomRotation(factor=tuple(cfg.rotation), seed=seed),
+        ],
+        name="augmentation",
+    )
+
+
+def preprocessing(kind: str) -> keras.layers.Layer | None:
+    """`mobilenet_v2`: pixels 0..255 to [-1, 1], exactly `mobilenet_v2.preprocess_input`; `none`: no layer."""
+    if kind == "mobilenet_v2":
+        return keras.layers.Rescaling(scale=1 / 127.5, offset=-1.0, name="scale_to_unit_range")
+    return None
+
+
+def build_cnn(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    filters: int,
+    kernel_size: int,
+    dense_units: int,
+    dropout: float,
+) -> keras.Model:
+    """Conv → MaxPool → Conv → MaxPool → Flatten → Dropout → Dense → logits."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters, kernel_size, activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(filters, kernel_size, activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    x = keras.layers.Dense(dense_units, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=NET)
+
+
+def transfer_head(
+    input_shape: tuple[int, ...], num_classes: int, filters: int, kernel_size: int, conv_dropout: float, dropout: float
+) -> keras.Model:
+    """The study's head over backbone features: Conv ×2 → GlobalMaxPool → Dropout → Flatten → Dropout → logits."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalMaxPooling2D()(x)
+    x = keras.layers.Dropout(conv_dropout)(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=HEAD)
+
+
+def build_transfer(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    alpha: float,
+    weights: str | None,
+    filters: int,
+    kernel_size: int,
+    conv_dropout: float,
+    dropout: float,
+) -> keras.Model:
+    """Frozen MobileNetV2 (run in inference mode) under the study's head."""
+    base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False, weights=weights)
+    base.trainable = False
+    backbone = keras.Model(base.input, base.output, name=BACKBONE)
+    head = transfer_head(tuple(backbone.output.shape[1:]), num_classes, filters, kernel_size, conv_dropout, dropout)
+    inputs = keras.Input(input_shape)
+    features = backbone(inputs, training=False)
+    return keras.Model(inputs, head(features), name=NET)
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
+    """Raw image → [augmentation] → [scaling] → the configured net → logits."""
+    size = cfg.trainer.image_size
+    inputs = keras.Input((size, size, CHANNELS), name="image")
+    x = inputs
+    if cfg.augment.enabled:
+        x = augmentation(cfg.augment, cfg.seed)(x)
+    scale = preprocessing(cfg.model.preprocess)
+    if scale is not None:
+        x = scale(x)
+    net = instantiate(cfg.model.net, input_shape=(size, size, CHANNELS), num_classes=num_classes)
+    return keras.Model(inputs, net(x), name=cfg.name)
+
+
+def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:
+    """Make the backbone's layers from `from_layer` on trainable (batch norm stays in inference mode)."""
+    backbone = model.get_layer(NET).get_layer(BACKBONE)
+    backbone.trainable = True
+    for layer in backbone.layers[:from_layer]:
+        layer.trainable = False
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    trainable = sum(keras.ops.size(w) for w in model.trainable_weights)
+    frozen = sum(keras.ops.size(w) for w in model.non_trainable_weights)
+    return {"params_trainable": int(trainable), "params_non_trainable": int(frozen), "params_total": int(trainable + frozen)}

@@ -1,0 +1,279 @@
+"""One training run: config in, trained model, metrics and a complete MLflow run out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+from catdog import plots
+from catdog.checkpoints import Checkpoints, EpochEnd, History, State
+from catdog.config import validate
+from catdog.dataset import Split, batches, load_split
+from catdog.files import atomic_path, write_json, write_text
+from catdog.models import build_model, parameter_counts, unfreeze_backbone
+from catdog.split import SPLITS
+from catdog.tracking import connect, data_version, flat_params, git_tags, tracking_uri
+
+log = logging.getLogger(__name__)
+
+MONITOR = "val_accuracy"
+SENTINEL_METRIC = "loss"
+EXAMPLE_IMAGES = 2
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run named `name` writes what DVC tracks."""
+
+    model: Path
+    run_info: Path
+    metrics: Path
+    history: Path
+    curves: Path
+
+    @classmethod
+    def for_run(cls, cfg: DictConfig) -> Outputs:
+        t = cfg.trainer
+        return cls(
+            model=Path(t.models_dir) / cfg.name / "model.keras",
+            run_info=Path(t.models_dir) / cfg.name / "mlflow_run.json",
+            metrics=Path(t.metrics_dir) / f"{cfg.name}.json",
+            history=Path(t.plots_dir) / cfg.name / "history.csv",
+            curves=Path(t.plots_dir) / cfg.name / "curves.png",
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TensorFlow's kernels deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that shapes the run except whether to resume: a changed config never resumes."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["trainer"].pop("resume", None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(resolved)).encode()).hexdigest()[:16]
+
+
+def compile_model(model: keras.Model, optimizer_cfg: DictConfig, jit_compile: bool, **overrides: float) -> None:
+    model.compile(
+        optimizer=instantiate(optimizer_cfg, **overrides),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def log_pending_epochs(run_id: str, history: History) -> None:
+    """Log to MLflow the epochs of `history` the run does not hold yet, all metrics of an epoch in one batch."""
+    client = mlflow.MlflowClient()
+    logged = len(client.get_metric_history(run_id, SENTINEL_METRIC))
+    now = int(time.time() * 1000)
+    for step in range(logged, len(history[SENTINEL_METRIC])):
+        client.log_batch(run_id, metrics=[Metric(k, v[step], now, step) for k, v in history.items()])
+
+
+def write_history_csv(path: Path, history: History) -> None:
+    keys = sorted(history)
+    rows = ["epoch," + ",".join(keys)]
+    rows += [f"{i + 1}," + ",".join(f"{history[k][i]:.6g}" for k in keys) for i in range(len(history[keys[0]]))]
+    write_text(path, "\n".join(rows) + "\n")
+
+
+def summary(history: History, seconds: float, counts: dict[str, int]) -> dict[str, float | int]:
+    """The run's metrics for DVC and MLflow: final and best validation values, epochs, time, size."""
+    best = int(np.argmax(history[MONITOR]))
+    return {
+        "val_accuracy": history["val_accuracy"][-1],
+        "val_loss": history["val_loss"][-1],
+        "best_val_accuracy": history["val_accuracy"][best],
+        "best_val_loss": min(history["val_loss"]),
+        "best_epoch": best + 1,
+        "epochs_run": len(history[MONITOR]),
+        "seconds": round(seconds, 1),
+        **counts,
+    }
+
+
+def augmentation_preview(model: keras.Model, image: np.ndarray, samples: int) -> plots.Figure:
+    """One train image passed through the model's augmentation layers several times."""
+    layer = model.get_layer("augmentation")
+    views = [keras.ops.convert_to_numpy(layer(image[None].astype("float32"), training=True))[0] for _ in range(samples)]
+    return plots.image_grid([views], [[f"#{i + 1}" for i in range(samples)]], "Augmentation preview")
+
+
+def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str) -> mlflow.ActiveRun:
+    """Continue the interrupted run, or open a new one with params, tags and config files."""
+    if state is not None:
+        log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
+        return mlflow.start_run(run_id=state.run_id)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.name)
+    mlflow.log_params(flat_params(cfg))
+    mlflow.set_tags(
+        {
+            "variant": cfg.name,
+            "data_version": data_version(Path(cfg.data.split_dir), SPLITS),
+            **git_tags(),
+        }
+    )
+    mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
+    if HydraConfig.initialized():
+        mlflow.log_artifacts(str(Path(HydraConfig.get().runtime.output_dir) / ".hydra"), "config/hydra")
+    return run
+
+
+def fit_phase(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset,
+    epochs: int,
+    callback: EpochEnd,
+) -> None:
+    model.fit(
+        train,
+        validation_data=val,
+        initial_epoch=callback.state.epochs_done,
+        epochs=epochs,
+        callbacks=[callback],
+        shuffle=False,  # the dataset shuffles itself, seeded
+        verbose=2,
+    )
+    if callback.diverged:
+        raise TrainingDiverged(f"loss became non-finite in epoch {callback.state.epochs_done + 1}")
+
+
+def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split]) -> None:
+    """The head (or whole model) phase, then the optional fine-tuning phase, each resumable."""
+    t = cfg.trainer
+    train = batches(data["train"], t.batch_size, shuffle=True, seed=cfg.seed)
+    val = batches(data["val"], t.batch_size, shuffle=False, seed=cfg.seed)
+    patience = t.early_stopping.patience if t.early_stopping.enabled else None
+    callback = EpochEnd(checkpoints, state, MONITOR, patience, lambda h: log_pending_epochs(state.run_id, h))
+    if state.phase == 0:
+        fit_phase(model, train, val, t.epochs, callback)
+    fine_tune = cfg.model.get("fine_tune")
+    if not (fine_tune and fine_tune.enabled):
+        return
+    if state.phase == 0:
+        restore_best(model, checkpoints, state)
+        unfreeze_backbone(model, fine_tune.from_layer)
+        compile_model(model, cfg.optimizer, t.jit_compile, learning_rate=fine_tune.learning_rate)
+        state.phase, state.phase_start = 1, state.epochs_done
+    fit_phase(model, train, val, state.phase_start + fine_tune.epochs, callback)
+
+
+def restore_best(model: keras.Model, checkpoints: Checkpoints, state: State) -> None:
+    best = checkpoints.path(state.best_file)
+    if best is not None:
+        model.load_weights(best)
+
+
+def save_model(model: keras.Model, outputs: Outputs) -> None:
+    with atomic_path(outputs.model) as tmp:
+        model.save(tmp)
+
+
+def log_model(model: keras.Model, example: np.ndarray) -> None:
+    """Log the model as an MLflow model with signature and input example.
+
+    mlflow 3.17's log_model writes the input example before creating its folder (FileNotFoundError), so the
+    model is saved into a folder made first, then logged as the run's `model` artifact.
+    """
+    signature = infer_signature(example, keras.ops.convert_to_numpy(model(example, training=False)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        path.mkdir()
+        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example)
+        mlflow.log_artifacts(str(path), "model")
+
+
+def finish(cfg: DictConfig, model: keras.Model, state: State, data: dict[str, Split], seconds: float) -> dict:
+    """Write the outputs DVC tracks and complete the MLflow run."""
+    outputs = Outputs.for_run(cfg)
+    if cfg.trainer.early_stopping.enabled:
+        restore_best(model, Checkpoints(Path(cfg.trainer.checkpoint_dir)), state)
+    metrics = summary(state.history, seconds, parameter_counts(model))
+    save_model(model, outputs)
+    write_json(outputs.metrics, metrics)
+    write_json(outputs.run_info, {"run_id": state.run_id, "model_uri": f"runs:/{state.run_id}/model"})
+    write_history_csv(outputs.history, state.history)
+    curves = plots.learning_curves(state.history, f"{cfg.name}: learning curves")
+    mlflow.log_figure(curves, "figures/learning_curves.png")
+    plots.save(curves, outputs.curves)
+    if cfg.augment.enabled:
+        preview = augmentation_preview(model, data["train"].images[0], cfg.augment.preview_samples)
+        mlflow.log_figure(preview, "figures/augmentation_preview.png")
+        plots.save(preview, Path(cfg.trainer.plots_dir) / cfg.name / "augmentation.png")
+    mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
+    log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
+    return metrics
+
+
+def load_data(cfg: DictConfig) -> dict[str, Split]:
+    d = cfg.data
+    return {
+        name: load_split(
+            Path(d.split_dir) / f"{name}.csv", Path(d.dataset_dir), list(d.classes), cfg.trainer.image_size, Path(d.cache_dir)
+        )
+        for name in ("train", "val")
+    }
+
+
+def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints) -> keras.Model:
+    if state is not None and state.model_file:
+        return keras.models.load_model(checkpoints.path(state.model_file))
+    model = build_model(cfg, num_classes=len(cfg.data.classes))
+    compile_model(model, cfg.optimizer, cfg.trainer.jit_compile)
+    return model
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one configured run end to end; return its metrics. Resumes an interrupted run of the same config."""
+    validate(cfg)
+    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    if cfg.trainer.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    seed_everything(cfg.seed)
+    data = load_data(cfg)
+    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
+    key = fingerprint(cfg)
+    state = checkpoints.load(key) if cfg.trainer.resume else None
+    if state is None:
+        checkpoints.clear()
+    started = time.monotonic()
+    with start_tracking(cfg, state, experiment_id) as run:
+        state = state or State(fingerprint=key, run_id=run.info.run_id)
+        try:
+            model = prepare_model(cfg, state, checkpoints)
+            if state.history:
+                log_pending_epochs(state.run_id, state.history)
+            run_phases(cfg, model, state, checkpoints, data)
+            metrics = finish(cfg, model, state, data, time.monotonic() - started)
+        except Exception as exc:
+            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
+            if isinstance(exc, TrainingDiverged):
+                checkpoints.clear()
+            mlflow.end_run("FAILED")
+            raise
+    checkpoints.clear()
+    return metrics
