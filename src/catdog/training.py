@@ -51,14 +51,13 @@ class Outputs:
     curves: Path
 
     @classmethod
-    def for_run(cls, cfg: DictConfig) -> Outputs:
-        t = cfg.trainer
+    def for_run(cls, trainer: DictConfig, name: str) -> Outputs:
         return cls(
-            model=Path(t.models_dir) / cfg.name / "model.keras",
-            run_info=Path(t.models_dir) / cfg.name / "mlflow_run.json",
-            metrics=Path(t.metrics_dir) / f"{cfg.name}.json",
-            history=Path(t.plots_dir) / cfg.name / "history.csv",
-            curves=Path(t.plots_dir) / cfg.name / "curves.png",
+            model=Path(trainer.models_dir) / name / "model.keras",
+            run_info=Path(trainer.models_dir) / name / "mlflow_run.json",
+            metrics=Path(trainer.metrics_dir) / f"{name}.json",
+            history=Path(trainer.plots_dir) / name / "history.csv",
+            curves=Path(trainer.plots_dir) / name / "curves.png",
         )
 
 
@@ -209,7 +208,7 @@ def log_model(model: keras.Model, example: np.ndarray) -> None:
 
 def finish(cfg: DictConfig, model: keras.Model, state: State, data: dict[str, Split], seconds: float) -> dict:
     """Write the outputs DVC tracks and complete the MLflow run."""
-    outputs = Outputs.for_run(cfg)
+    outputs = Outputs.for_run(cfg.trainer, cfg.name)
     if cfg.trainer.early_stopping.enabled:
         restore_best(model, Checkpoints(Path(cfg.trainer.checkpoint_dir)), state)
     metrics = summary(state.history, seconds, parameter_counts(model))

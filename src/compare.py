@@ -1,0 +1,17 @@
+"""DVC stage `compare`: rank every trained variant on the held-out test split and register the champion."""
+
+import hydra
+from omegaconf import DictConfig
+
+from catdog.compare import compare
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    details = compare(cfg)
+    print(open(cfg.compare.leaderboard, encoding="utf-8").read())
+    print(f"champion: {details['champion']} (registered as version {details['champion_version']})")
+
+
+if __name__ == "__main__":
+    main()
