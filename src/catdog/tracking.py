@@ -20,6 +20,7 @@ from catdog.files import sha256_files
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 SQLITE_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
 PARAM_VALUE_LIMIT = 6000
 
@@ -57,7 +58,11 @@ def _sqlite_path(uri: str) -> Path | None:
 
 
 def connect(uri: str, experiment: str, timeout_s: float) -> str:
-    """Point MLflow at `uri` and select `experiment`; return its id. Concurrent first uses of one SQLite file are serialised."""
+    """Point MLflow at `uri` and select `experiment`; return its id.
+
+    With a local SQLite store, artifacts go beside the database (not under whatever folder the first run started
+    in, such as a DVC temporary experiment), and concurrent first uses of the file are serialised.
+    """
     check_reachable(uri, timeout_s)
     mlflow.set_tracking_uri(uri)
     db = _sqlite_path(uri)
@@ -67,7 +72,12 @@ def connect(uri: str, experiment: str, timeout_s: float) -> str:
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return mlflow.set_experiment(experiment).experiment_id
+            client = MlflowClient()
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                artifacts = (db.parent / ARTIFACTS_DIR / experiment).as_uri()
+                return mlflow.set_experiment(experiment_id=client.create_experiment(experiment, artifacts)).experiment_id
+            return mlflow.set_experiment(experiment_id=found.experiment_id).experiment_id
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
