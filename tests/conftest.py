@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny generated image sets, composed configs on temporary paths, an isolated MLflow store."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+from PIL import Image
+
+from catdog.study import compose_config
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+SHARED_WEIGHTS = REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_no_top.h5"
+KERAS_WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
+TINY_SIZE = 32
+# The smallest input size Keras publishes MobileNetV2 ImageNet weights for.
+WEIGHTS_SIZE = 96
+CLASS_COLOURS = {"cats": (200, 60, 40), "dogs": (40, 80, 210)}
+TINY_COUNTS = {"train": 12, "validation": 8}
+
+
+def jpeg_bytes(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (40, 30)) -> bytes:
+    """A small JPEG of one colour plus noise, different bytes for each seed."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_dataset(root: Path, counts: dict[str, int] = TINY_COUNTS) -> Path:
+    """`root/cats_and_dogs_filtered/{train,validation}/{cats,dogs}/` with `counts[folder]` JPEGs per class."""
+    dataset = root / "cats_and_dogs_filtered"
+    seed = 0
+    for folder, n in counts.items():
+        for cls, colour in CLASS_COLOURS.items():
+            target = dataset / folder / cls
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                seed += 1
+                (target / f"{cls[:-1]}.{folder}{i}.jpg").write_bytes(jpeg_bytes(colour, seed))
+    return dataset
+
+
+def zip_folder(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """Zip `folder` (its name as the top entry), plus raw `extra` entries."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return archive
+
+
+def expected_overrides(counts: dict[str, int] = TINY_COUNTS) -> list[str]:
+    return [f"data.expected.{folder}.{cls}={n}" for folder, n in counts.items() for cls in CLASS_COLOURS]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current folder, so relative output paths of the config land in it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    return zip_folder(make_dataset(root), root / "cats_and_dogs_filtered.zip")
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test gets its own SQLite store; no run is left active afterwards."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def split_data(workdir: Path) -> Path:
+    """A tiny data set, downloaded-layout, split into manifests under the working folder."""
+    from catdog.split import make_split
+
+    dataset = make_dataset(workdir / "data" / "raw")
+    make_split(dataset, workdir / "data" / "split", ["cats", "dogs"], "train", "validation", 0.5, seed=0)
+    return workdir
+
+
+def tiny_config(variant: str, *overrides: str) -> DictConfig:
+    """A variant's config shrunk to seconds: tiny images, one epoch, random backbone weights."""
+    base = [
+        f"variant={variant}",
+        f"trainer.image_size={TINY_SIZE}",
+        "trainer.epochs=1",
+        "trainer.batch_size=8",
+        *expected_overrides(),
+    ]
+    if variant == "transfer":
+        base.append("model.net.weights=null")
+    return compose_config(CONF, base + list(overrides))
+
+
+@pytest.fixture
+def real_weights_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Keras cache seeded with the offline ImageNet weights, as CI does; skips where they are absent."""
+    if not SHARED_WEIGHTS.is_file():
+        pytest.skip(f"offline ImageNet weights not found at {SHARED_WEIGHTS}")
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    shutil.copy(SHARED_WEIGHTS, home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE))
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+

@@ -1,0 +1,161 @@
+"""Config: every option composes, bad values are refused early, params.yaml and dvc.yaml agree with conf/."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+
+from catdog.config import ConfigError, project_root, validate
+from catdog.study import compose_config, render, study_params
+from conftest import CONF, REPO
+
+GROUPS = ["data", "model", "augment", "optimizer", "trainer", "tracking", "variant"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = compose_config(CONF, [f"{group}={option}"])
+    validate(cfg)
+    if group == "variant":
+        assert cfg.name == option
+
+
+@pytest.mark.parametrize(
+    "variant,model,augment,preprocess",
+    [
+        ("baseline", "cnn", False, "none"),
+        ("augmented", "cnn", True, "none"),
+        ("scaled", "cnn", True, "mobilenet_v2"),
+        ("transfer", "transfer", True, "mobilenet_v2"),
+    ],
+)
+def test_variants_are_compositions_of_the_groups(variant, model, augment, preprocess) -> None:
+    cfg = compose_config(CONF, [f"variant={variant}"])
+    assert (cfg.model.name, cfg.augment.enabled, cfg.model.preprocess) == (model, augment, preprocess)
+
+
+def test_command_line_overrides_beat_the_variant() -> None:
+    cfg = compose_config(CONF, ["variant=transfer", "trainer.epochs=3", "augment=off"])
+    assert cfg.trainer.epochs == 3 and not cfg.augment.enabled and cfg.model.name == "transfer"
+
+
+@pytest.mark.parametrize(
+    "override,key,allowed",
+    [
+        ("trainer.epochs=-1", "trainer.epochs", "an integer >= 1"),
+        ("trainer.image_size=big", "trainer.image_size", "an integer >= 32"),
+        ("data.test_fraction=1.5", "data.test_fraction", "a number strictly between 0 and 1"),
+        ("data.test_fraction=0", "data.test_fraction", "a number strictly between 0 and 1"),
+        ("optimizer.learning_rate=-0.1", "optimizer.learning_rate", "a number > 0"),
+        ("model.preprocess=zscore", "model.preprocess", "one of none, mobilenet_v2"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(override: str, key: str, allowed: str) -> None:
+    cfg = compose_config(CONF, [override])
+    with pytest.raises(ConfigError, match=re.escape(key) + r": got .*; expected " + re.escape(allowed)):
+        validate(cfg)
+
+
+def test_unknown_option_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(CONF, ["variant=fancy"])
+    message = str(err.value)
+    assert "fancy" in message
+    assert all(v in message for v in ("baseline", "augmented", "scaled", "transfer"))
+
+
+def run_entry(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_train_refuses_bad_config_before_reading_data_or_opening_a_run(tmp_path: Path, isolated_mlflow) -> None:
+    result = run_entry("train.py", "variant=baseline", "trainer.epochs=0", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trainer.epochs: got 0; expected an integer >= 1" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "data").exists()
+
+
+def test_train_refuses_unknown_variant_with_hydra_message(tmp_path: Path) -> None:
+    result = run_entry("train.py", "variant=fancy", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'variant/fancy'" in result.stderr
+    assert "baseline" in result.stderr
+
+
+def test_params_yaml_is_generated_from_conf() -> None:
+    assert (REPO / "params.yaml").read_text() == render(study_params(CONF)), "run `python src/params.py`"
+
+
+def test_train_command_passes_every_knob_and_names_its_params() -> None:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    root = compose_config(CONF)
+    train = stages["train"]
+    assert train["foreach"] == "${variants}"
+    for knob in root.study.variant_knobs:
+        assert f"{knob}=${{item.{knob}}}" in train["do"]["cmd"]
+    assert "seed=${seed}" in train["do"]["cmd"]
+    assert set(train["do"]["params"]) == {"seed", "variants.${key}"}
+    split_stage = stages["split"]
+    for knob in root.study.shared_knobs:
+        assert f"{knob}=${{{knob}}}" in split_stage["cmd"]
+        assert knob in split_stage["params"]
+
+
+def test_top_level_plots_and_compare_cover_every_variant() -> None:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    variants = list(compose_config(CONF).study.variants)
+    for plot in spec["plots"]:
+        (definition,) = plot.values()
+        assert sorted(definition["y"]) == sorted(f"plots/{v}/history.csv" for v in variants)
+    deps = spec["stages"]["compare"]["deps"]
+    assert all(f"models/{v}" in deps and f"plots/{v}/history.csv" in deps for v in variants)
+
+
+def imported_modules(script: Path) -> set[str]:
+    """The catdog modules `script` imports, directly or through other catdog modules."""
+    seen: set[str] = set()
+    todo = [script]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("catdog"):
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                path = REPO / "src" / (name.replace(".", "/") + ".py")
+                if path.is_file() and name not in seen:
+                    seen.add(name)
+                    todo.append(path)
+    return seen
+
+
+@pytest.mark.parametrize("stage", ["download", "split", "train", "compare"])
+def test_each_stage_depends_on_all_the_code_it_runs(stage: str) -> None:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    spec = spec.get("do", spec)
+    script = REPO / "src" / f"{stage}.py"
+    needed = {f"src/{m.replace('.', '/')}.py" for m in imported_modules(script)} | {f"src/{stage}.py"}
+    assert needed <= set(spec["deps"]), f"missing deps: {sorted(needed - set(spec['deps']))}"
+
+
+def test_project_root_inside_a_dvc_temporary_experiment(tmp_path: Path) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    temp_exp = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+    (temp_exp / "src").mkdir(parents=True)
+    (temp_exp / "dvc.yaml").write_text("stages: {}\n")
+    assert project_root(temp_exp / "src") == tmp_path
+    assert project_root(tmp_path) == tmp_path
