@@ -78,8 +78,8 @@ def build_transfer(
 ) -> keras.Model:
     """Frozen MobileNetV2 (run in inference mode) under the study's head."""
     base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False, weights=weights)
-    base.trainable = False
     backbone = keras.Model(base.input, base.output, name=BACKBONE)
+    backbone.trainable = False
     head = transfer_head(tuple(backbone.output.shape[1:]), num_classes, filters, kernel_size, conv_dropout, dropout)
     inputs = keras.Input(input_shape)
     features = backbone(inputs, training=False)
@@ -104,8 +104,8 @@ def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:
     """Make the backbone's layers from `from_layer` on trainable (batch norm stays in inference mode)."""
     backbone = model.get_layer(NET).get_layer(BACKBONE)
     backbone.trainable = True
-    for layer in backbone.layers[:from_layer]:
-        layer.trainable = False
+    for index, layer in enumerate(backbone.layers):
+        layer.trainable = index >= from_layer
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -1,0 +1,164 @@
+"""Training runs on tiny images: outputs, the MLflow record, reproducibility, resume after SIGKILL, NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from catdog.dataset import batches, load_split
+from catdog.training import TrainingDiverged, train
+from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
+
+VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+def only_run(name: str):
+    runs = MlflowClient().search_runs(
+        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{name}'"
+    )
+    assert len(runs) == 1, f"expected one run named {name}, found {len(runs)}"
+    return runs[0]
+
+
+def artifact_paths(run_id: str, path: str = "") -> set[str]:
+    found: set[str] = set()
+    for item in MlflowClient().list_artifacts(run_id, path):
+        found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_and_records_a_complete_run(split_data: Path, variant: str) -> None:
+    metrics = train(tiny_config(variant, "trainer.epochs=2"))
+    assert metrics["epochs_run"] == 2
+    assert 0 <= metrics["best_val_accuracy"] <= 1
+    assert (split_data / "models" / variant / "model.keras").is_file()
+    assert json.loads((split_data / "metrics" / f"{variant}.json").read_text()) == pytest.approx(metrics)
+    history = (split_data / "plots" / variant / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[0] == "epoch" and len(history) == 3
+
+    run = only_run(variant)
+    client = MlflowClient()
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.epochs"] == "2"
+    assert run.data.params["model.name"] == ("transfer" if variant == "transfer" else "cnn")
+    assert int(run.data.params.get("seed")) == 42
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1]
+    tags = run.data.tags
+    assert tags["variant"] == variant
+    assert len(tags["data_version"]) == 16
+    assert {"git_commit", "git_dirty"} <= set(tags)
+    artifacts = artifact_paths(run.info.run_id)
+    assert "figures/learning_curves.png" in artifacts
+    assert ("figures/augmentation_preview.png" in artifacts) == (variant != "baseline")
+    assert {"model/MLmodel", "model/input_example.json", "config/resolved.yaml"} <= artifacts
+    assert not (split_data / "checkpoints" / variant).exists()
+
+
+def test_logged_model_reloads_and_predicts_like_the_trained_one(split_data: Path) -> None:
+    cfg = tiny_config("scaled")
+    train(cfg)
+    run = only_run("scaled")
+    saved = keras.models.load_model(split_data / "models" / "scaled" / "model.keras")
+    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
+                     ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
+    images = val.images.astype("float32")
+    np.testing.assert_allclose(logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+    signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature
+    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
+
+
+def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
+    first = train(tiny_config("augmented", "trainer.epochs=2", "name=first"))
+    second = train(tiny_config("augmented", "trainer.epochs=2", "name=second"))
+    other = train(tiny_config("augmented", "trainer.epochs=2", "name=other", "seed=7"))
+    history = [(split_data / "plots" / n / "history.csv").read_text() for n in ("first", "second", "other")]
+    assert history[0] == history[1]
+    assert first["val_loss"] == second["val_loss"]
+    assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
+
+
+def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
+    cache = split_data / "data" / "cache"
+    args = (split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered", ["cats", "dogs"], 32, cache)
+    first = load_split(*args)
+    assert len(list(cache.glob("val-*-32px.npz"))) == 1
+    manifest = args[0]
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:-1]) + "\n")
+    second = load_split(*args)
+    assert len(second.labels) == len(first.labels) - 1
+    assert len(list(cache.glob("val-*-32px.npz"))) == 2
+    ds = batches(second, 4, shuffle=True, seed=0)
+    images, labels = next(iter(ds))
+    assert images.dtype == "float32" and images.shape[1:] == (32, 32, 3) and labels.shape == (4,)
+
+
+def test_nan_loss_fails_the_run_and_writes_no_model(split_data: Path) -> None:
+    cfg = tiny_config("baseline", "optimizer=sgd", "optimizer.learning_rate=1e38", "trainer.epochs=3")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        train(cfg)
+    run = only_run("baseline")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith("TrainingDiverged")
+    assert not (split_data / "models" / "baseline").exists()
+    assert not (split_data / "metrics" / "baseline.json").exists()
+    assert MlflowClient().search_registered_models() == []
+
+
+def train_command(*overrides: str) -> list[str]:
+    return [sys.executable, str(REPO / "src" / "train.py"), *expected_overrides(), *overrides]
+
+
+def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path, isolated_mlflow: str) -> None:
+    overrides = ["variant=baseline", "trainer.image_size=64", "trainer.batch_size=1", "trainer.epochs=4",
+                 "trainer.early_stopping.enabled=false"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow}
+    proc = subprocess.Popen(train_command(*overrides), cwd=split_data, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = split_data / "checkpoints" / "baseline" / "state.json"
+    deadline = time.monotonic() + 240
+    while not (state.is_file() and len(json.loads(state.read_text())["history"]["loss"]) >= 1):
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(json.loads(state.read_text())["history"]["loss"])
+    assert killed_at < 4, "the run finished before it was killed; make the epochs longer"
+
+    done = subprocess.run(train_command(*overrides), cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming run" in done.stdout + done.stderr
+    run = only_run("baseline")
+    assert run.info.status == "FINISHED"
+    for key in EPOCH_METRICS:
+        assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, key)] == [0, 1, 2, 3]
+    assert json.loads((split_data / "metrics" / "baseline.json").read_text())["epochs_run"] == 4
+    assert not state.exists()
+
+
+def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_weights_home: Path, isolated_mlflow) -> None:
+    env = {**os.environ, "KERAS_HOME": str(real_weights_home), "MLFLOW_TRACKING_URI": isolated_mlflow}
+    cmd = train_command("variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8")
+    done = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run("transfer")
+    assert run.data.params["model.net.weights"] == "imagenet"
+    assert run.data.metrics["final_params_trainable"] == 377_986
+    assert run.data.metrics["final_best_val_accuracy"] >= 0.75
