@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import shutil
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +18,6 @@ from catdog.study import compose_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-SHARED_WEIGHTS = REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_no_top.h5"
 KERAS_WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 TINY_SIZE = 32
 # The smallest input size Keras publishes MobileNetV2 ImageNet weights for.
@@ -112,13 +111,11 @@ def tiny_config(variant: str, *overrides: str) -> DictConfig:
 
 
 @pytest.fixture
-def real_weights_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A Keras cache seeded with the offline ImageNet weights, as CI does; skips where they are absent."""
-    if not SHARED_WEIGHTS.is_file():
-        pytest.skip(f"offline ImageNet weights not found at {SHARED_WEIGHTS}")
-    home = tmp_path / "keras_home"
-    (home / "models").mkdir(parents=True)
-    shutil.copy(SHARED_WEIGHTS, home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE))
-    monkeypatch.setenv("KERAS_HOME", str(home))
+def real_weights_home() -> Path:
+    """Keras' cache when it holds the ImageNet MobileNetV2 weights (CI seeds it); skips where it does not."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    weights = home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE)
+    if not weights.is_file():
+        pytest.skip(f"ImageNet weights not in Keras' cache ({weights}); .ci/run seeds it from ../shared/models")
     return home
 

@@ -1,0 +1,148 @@
+"""The whole study through DVC on tiny generated data: every stage's outputs, MLflow runs, champion, diffs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
+
+pytestmark = pytest.mark.integration
+VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
+
+
+def sh(*cmd: str, cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def edit_yaml(path: Path, edit) -> None:
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def copy_project(dest: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+
+
+def shrink(project: Path, env: dict[str, str]) -> None:
+    """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
+    def data(d):
+        d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
+        d["download"]["backoff_s"] = 0.01
+
+    edit_yaml(project / "conf/data/cats_and_dogs.yaml", data)
+    edit_yaml(project / "conf/trainer/default.yaml", lambda t: t.update(image_size=TINY_SIZE, batch_size=8))
+    edit_yaml(project / "conf/model/transfer.yaml", lambda m: m["net"].update(weights=None))
+    sh(sys.executable, "src/params.py", cwd=project, env=env)
+    edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(epochs=1) for v in p["variants"].values()])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    archive = zip_folder(make_dataset(root / "source"), root / "mirror.zip")
+    project = root / "project"
+    copy_project(project)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        CATDOG_DATA_MIRROR=str(archive),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+    )
+    shrink(project, env)
+    sh("git", "init", "-q", cwd=project, env=env)
+    sh("git", "add", "-A", cwd=project, env=env)
+    sh("git", "commit", "-qm", "tiny study", cwd=project, env=env)
+    sh(sys.executable, "-m", "dvc", "repro", cwd=project, env=env)
+    return project, env
+
+
+def test_every_stage_writes_its_outputs(project) -> None:
+    root, _ = project
+    for split in ("train", "val", "test"):
+        assert (root / "data/split" / f"{split}.csv").is_file()
+    report = json.loads((root / "metrics/data.json").read_text())
+    assert report["counts"]["test"] == {"cats": TINY_COUNTS["validation"] // 2, "dogs": TINY_COUNTS["validation"] // 2}
+    assert (root / "plots/data/samples.png").stat().st_size > 0
+    for v in VARIANTS:
+        assert (root / "models" / v / "model.keras").is_file()
+        assert json.loads((root / "metrics" / f"{v}.json").read_text())["epochs_run"] == 1
+        assert (root / "plots" / v / "history.csv").is_file()
+    for figure in ("confusion_matrices", "test_accuracy", "val_accuracy"):
+        assert (root / "plots/compare" / f"{figure}.png").stat().st_size > 0
+
+
+def test_leaderboard_ranks_four_variants_and_the_majority_baseline(project) -> None:
+    root, _ = project
+    metrics = json.loads((root / "metrics/compare.json").read_text())
+    assert set(metrics) == set(VARIANTS) | {"majority-class"}
+    ranks = sorted(metrics.values(), key=lambda m: m["rank"])
+    assert [m["rank"] for m in ranks] == [1, 2, 3, 4, 5]
+    accuracies = [m["test_accuracy"] for m in ranks]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert metrics["majority-class"]["test_accuracy"] == 0.5
+    board = (root / "reports/leaderboard.md").read_text()
+    table = [line for line in board.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(table) == 5
+    assert "Pairwise McNemar" in board
+
+
+def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) -> None:
+    root, _ = project
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("catdog-study")
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert names == sorted([*VARIANTS, "compare"])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    champion = client.get_model_version_by_alias("catdog", "champion")
+    details = json.loads((root / "reports/compare.json").read_text())
+    assert champion.tags["variant"] == details["champion"]
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(details["models"][details["champion"]]["accuracy"], abs=1e-4)
+
+
+def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(project) -> None:
+    root, env = project
+    dvc = (sys.executable, "-m", "dvc")
+    assert "up to date" in sh(*dvc, "status", cwd=root, env=env)
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "commit", "-qm", "study results", cwd=root, env=env)
+    edit_yaml(root / "params.yaml", lambda p: p["variants"]["baseline"]["trainer"].update(epochs=2))
+    out = sh(*dvc, "repro", cwd=root, env=env)
+    assert "Running stage 'train@baseline'" in out and "Running stage 'train@augmented'" not in out
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "commit", "-qm", "baseline: 2 epochs", cwd=root, env=env)
+    diff = json.loads(sh(*dvc, "metrics", "diff", "HEAD~1", "--json", cwd=root, env=env))
+    change = diff["metrics/baseline.json"]["epochs_run"]
+    assert (change["old"], change["new"]) == (1, 2)
+    params = json.loads(sh(*dvc, "params", "diff", "HEAD~1", "--json", cwd=root, env=env))
+    change = params["params.yaml"]["variants.baseline.trainer.epochs"]
+    assert (change["old"], change["new"]) == (1, 2)
+
+
+def test_an_experiment_shows_its_test_accuracies(project) -> None:
+    root, env = project
+    dvc = (sys.executable, "-m", "dvc")
+    sh(*dvc, "exp", "run", "-n", "three-epochs", "-S", "variants.baseline.trainer.epochs=3", cwd=root, env=env)
+    shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
+    header, *rows = shown.splitlines()
+    assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)
+    assert any("three-epochs" in row for row in rows)
