@@ -18,10 +18,9 @@ MOBILENET_V2_PARAMS = 2_257_984
 
 
 def model_for(variant: str) -> keras.Model:
-    overrides = [f"variant={variant}"] + (["model.net.weights=null"] if variant == "transfer" else [])
-    cfg = compose_config(CONF, overrides)
-    assert cfg.trainer.image_size == STUDY_SIZE
-    return build_model(cfg, num_classes=2)
+    overrides = [f"variant={variant}", f"trainer.image_size={STUDY_SIZE}"]
+    overrides += ["model.net.weights=null"] if variant == "transfer" else []
+    return build_model(compose_config(CONF, overrides), num_classes=2)
 
 
 @pytest.mark.parametrize("variant", ["baseline", "augmented", "scaled"])
