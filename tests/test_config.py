@@ -159,3 +159,9 @@ def test_project_root_inside_a_dvc_temporary_experiment(tmp_path: Path) -> None:
     (temp_exp / "dvc.yaml").write_text("stages: {}\n")
     assert project_root(temp_exp / "src") == tmp_path
     assert project_root(tmp_path) == tmp_path
+
+
+def test_cached_features_need_augmentation_off() -> None:
+    with pytest.raises(ConfigError, match="model.cache_features: .*need augment=off"):
+        validate(compose_config(CONF, ["variant=transfer", "model.cache_features=true"]))
+    validate(compose_config(CONF, ["variant=transfer", "augment=off", "model.cache_features=true"]))

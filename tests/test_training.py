@@ -162,3 +162,16 @@ def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_w
     assert run.data.params["model.net.weights"] == "imagenet"
     assert run.data.metrics["final_params_trainable"] == 377_986
     assert run.data.metrics["final_best_val_accuracy"] >= 0.75
+
+
+def test_cached_features_train_the_head_of_the_full_model(split_data: Path) -> None:
+    cfg = tiny_config("transfer", "augment=off", "model.cache_features=true", "trainer.epochs=2",
+                      "trainer.early_stopping.enabled=false")
+    metrics = train(cfg)
+    assert metrics["epochs_run"] == 2
+    saved = keras.models.load_model(split_data / "models" / "transfer" / "model.keras")
+    val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
+                     ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
+    saved.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _, accuracy = saved.evaluate(batches(val, 8, shuffle=False, seed=0), verbose=0)
+    assert accuracy == pytest.approx(metrics["val_accuracy"], abs=1e-6)

@@ -92,8 +92,11 @@ class EpochEnd(keras.callbacks.Callback):
         monitor: str,
         patience: int | None,
         report: Callable[[History], None],
+        saved: keras.Model | None = None,
     ) -> None:
+        """`saved` is the model to checkpoint when it is not the one being fitted (a head on cached features)."""
         super().__init__()
+        self.saved = saved
         self.checkpoints = checkpoints
         self.state = state
         self.monitor = monitor
@@ -113,7 +116,7 @@ class EpochEnd(keras.callbacks.Callback):
             self.state.history.setdefault(key, []).append(float(value))
         values = self.state.history[self.monitor]
         best = best_epoch(values)
-        self.checkpoints.save(self.state, self.model, improved=best == len(values) - 1)
+        self.checkpoints.save(self.state, self.saved or self.model, improved=best == len(values) - 1)
         self.report(self.state.history)
         last_good = max(best if best is not None else -1, self.state.phase_start - 1)
         if self.patience is not None and len(values) - 1 - last_good >= self.patience:

@@ -52,6 +52,8 @@ def validate(cfg: DictConfig) -> None:
         value = _lookup(cfg, key)
         if not ok(value):
             problems.append(f"{key}: got {value!r}; expected {allowed}")
+    if cfg.model.get("cache_features") and cfg.augment.enabled:
+        problems.append("model.cache_features: got true with augment=on; cached features need augment=off")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -18,7 +19,7 @@ DECODE_BATCH = 64
 
 @dataclass(frozen=True)
 class Split:
-    """One split in memory: uint8 images (N, H, W, 3), int32 class indices, and their manifest paths."""
+    """One split in memory: uint8 images (N, H, W, 3) or features, int32 class indices, and manifest paths."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -78,3 +79,9 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int) -> tf.da
     ds = ds.batch(batch_size)
     ds = ds.map(lambda idx: (tf.cast(tf.gather(images, idx), tf.float32), tf.gather(labels, idx)))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
+    """The split with each image replaced by `extractor`'s output, computed once."""
+    out = extractor.predict(batches(split, batch_size, shuffle=False, seed=0), verbose=0)
+    return Split(out, split.labels, split.paths)

@@ -10,6 +10,7 @@ CHANNELS = 3
 BACKBONE = "backbone"
 HEAD = "head"
 NET = "net"
+SCALE = "scale_to_unit_range"
 
 
 def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
@@ -26,7 +27,7 @@ def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
 def preprocessing(kind: str) -> keras.layers.Layer | None:
     """`mobilenet_v2`: pixels 0..255 to [-1, 1], exactly `mobilenet_v2.preprocess_input`; `none`: no layer."""
     if kind == "mobilenet_v2":
-        return keras.layers.Rescaling(scale=1 / 127.5, offset=-1.0, name="scale_to_unit_range")
+        return keras.layers.Rescaling(scale=1 / 127.5, offset=-1.0, name=SCALE)
     return None
 
 
@@ -106,6 +107,14 @@ def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:
     backbone.trainable = True
     for index, layer in enumerate(backbone.layers):
         layer.trainable = index >= from_layer
+
+
+def frozen_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(raw image → backbone features, head) of a transfer model; both share the model's layers."""
+    net = model.get_layer(NET)
+    scale = [layer for layer in model.layers if layer.name == SCALE]
+    extractor = keras.Sequential([keras.Input(model.input_shape[1:]), *scale, net.get_layer(BACKBONE)])
+    return extractor, net.get_layer(HEAD)
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from catdog import plots
 from catdog.checkpoints import Checkpoints, EpochEnd, History, State
 from catdog.config import validate
-from catdog.dataset import Split, batches, load_split
+from catdog.dataset import Split, batches, features, load_split
 from catdog.files import atomic_path, write_json, write_text
-from catdog.models import build_model, parameter_counts, unfreeze_backbone
+from catdog.models import build_model, frozen_parts, parameter_counts, unfreeze_backbone
 from catdog.split import SPLITS
 from catdog.tracking import connect, data_version, flat_params, git_tags, tracking_uri
 
@@ -161,15 +161,27 @@ def fit_phase(
         raise TrainingDiverged(f"loss became non-finite in epoch {callback.state.epochs_done + 1}")
 
 
+def inputs(cfg: DictConfig, data: dict[str, Split], extractor: keras.Model | None = None) -> tuple[tf.data.Dataset, ...]:
+    """Shuffled train and ordered val batches, of images or, given an extractor, of their features."""
+    t = cfg.trainer
+    train, val = (features(extractor, data[n], t.batch_size) if extractor else data[n] for n in ("train", "val"))
+    return batches(train, t.batch_size, shuffle=True, seed=cfg.seed), batches(val, t.batch_size, shuffle=False, seed=cfg.seed)
+
+
 def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split]) -> None:
     """The head (or whole model) phase, then the optional fine-tuning phase, each resumable."""
     t = cfg.trainer
-    train = batches(data["train"], t.batch_size, shuffle=True, seed=cfg.seed)
-    val = batches(data["val"], t.batch_size, shuffle=False, seed=cfg.seed)
     patience = t.early_stopping.patience if t.early_stopping.enabled else None
-    callback = EpochEnd(checkpoints, state, MONITOR, patience, lambda h: log_pending_epochs(state.run_id, h))
-    if state.phase == 0:
-        fit_phase(model, train, val, t.epochs, callback)
+
+    def epoch_end(saved: keras.Model | None = None) -> EpochEnd:
+        return EpochEnd(checkpoints, state, MONITOR, patience, lambda h: log_pending_epochs(state.run_id, h), saved)
+
+    if state.phase == 0 and cfg.model.get("cache_features"):
+        extractor, head = frozen_parts(model)
+        compile_model(head, cfg.optimizer, t.jit_compile)
+        fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model))
+    elif state.phase == 0:
+        fit_phase(model, *inputs(cfg, data), t.epochs, epoch_end())
     fine_tune = cfg.model.get("fine_tune")
     if not (fine_tune and fine_tune.enabled):
         return
@@ -178,7 +190,7 @@ def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: C
         unfreeze_backbone(model, fine_tune.from_layer)
         compile_model(model, cfg.optimizer, t.jit_compile, learning_rate=fine_tune.learning_rate)
         state.phase, state.phase_start = 1, state.epochs_done
-    fit_phase(model, train, val, state.phase_start + fine_tune.epochs, callback)
+    fit_phase(model, *inputs(cfg, data), state.phase_start + fine_tune.epochs, epoch_end())
 
 
 def restore_best(model: keras.Model, checkpoints: Checkpoints, state: State) -> None:
