@@ -50,14 +50,27 @@ def majority_label(split_dir: Path, classes: list[str]) -> int:
     return max(range(len(classes)), key=lambda i: (labels.count(classes[i]), -i))
 
 
-def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], test: Split) -> tuple[dict, dict]:
+def input_size(model: keras.Model) -> int:
+    return int(model.input_shape[1])
+
+
+def test_splits(cfg: DictConfig, sizes: set[int]) -> dict[int, Split]:
+    """The test split at each input size the models take (decoded once per size, then cached)."""
+    d = cfg.data
+    manifest = Path(d.split_dir) / "test.csv"
+    return {s: load_split(manifest, Path(d.dataset_dir), list(d.classes), s, Path(d.cache_dir)) for s in sorted(sizes)}
+
+
+def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], tests: dict[int, Split]) -> tuple[dict, dict]:
     """Scores of each model and of the majority-class guess; the per-image right/wrong of each model."""
     classes = list(cfg.data.classes)
     rows: dict[str, dict] = {}
     correct: dict[str, np.ndarray] = {}
     predictions: dict[str, np.ndarray] = {}
+    test = next(iter(tests.values()))
     for name, model in models.items():
-        logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
+        images = tests[input_size(model)]
+        logits = model.predict(batches(images, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
         predictions[name] = logits.argmax(axis=1)
         rows[name] = {**score(predictions[name], test.labels, classes), "loss": log_loss(logits, test.labels)}
         correct[name] = predictions[name] == test.labels
@@ -145,15 +158,15 @@ def compare(cfg: DictConfig) -> dict:
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     variants = list(cfg.study.variants)
     models = {v: load_variant(cfg, v) for v in variants}
-    d = cfg.data
-    test = load_split(Path(d.split_dir) / "test.csv", Path(d.dataset_dir), list(d.classes), cfg.trainer.image_size, Path(d.cache_dir))
-    rows, outcome = evaluate_all(cfg, models, test)
+    splits = test_splits(cfg, {input_size(m) for m in models.values()})
+    rows, outcome = evaluate_all(cfg, models, splits)
     ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
+    champion = next(name for name, _ in ranked if name != MAJORITY)
+    test = splits[input_size(models[champion])]
     tests = pairwise_tests(outcome["correct"])
-    version = data_version(Path(d.split_dir), SPLITS)
+    version = data_version(Path(cfg.data.split_dir), SPLITS)
     report = leaderboard(ranked, tests, len(test.labels), version)
     figures = draw_figures(cfg, ranked, outcome, test, Path(cfg.compare.plots_dir))
-    champion = next(name for name, _ in ranked if name != MAJORITY)
     details = {"champion": champion, "n_test": len(test.labels), "models": rows, "pairwise": tests}
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare"):
         mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **git_tags()})
