@@ -31,7 +31,9 @@ def save(fig: Figure, path: Path) -> Path:
 def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[str]], suptitle: str) -> Figure:
     """A grid of images, one list per row, each with its title."""
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(TILE_INCHES * n_cols, TILE_INCHES * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(TILE_INCHES * n_cols, TILE_INCHES * n_rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for r, (images, labels) in enumerate(zip(rows, titles, strict=True)):
