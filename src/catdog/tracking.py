@@ -118,10 +118,3 @@ def data_version(split_dir: Path, splits: tuple[str, ...]) -> str:
     """A hash over the split manifests: the same manifests, the same data version."""
     return sha256_files([split_dir / f"{name}.csv" for name in splits])[:16]
 
-
-def open_run_ids(experiment_id: str, run_name: str) -> list[str]:
-    """Ids of runs named `run_name` in the experiment that are still marked RUNNING."""
-    runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"attributes.run_name = '{run_name}' and attributes.status = 'RUNNING'"
-    )
-    return [r.info.run_id for r in runs]
