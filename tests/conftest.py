@@ -81,9 +81,11 @@ def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     """Every test gets its own SQLite store; no run is left active afterwards."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture
