@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 
 import keras
@@ -13,14 +12,12 @@ from omegaconf import DictConfig
 
 from catdog import plots
 from catdog.config import validate
-from catdog.dataset import Split, batches, load_split
+from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
-from catdog.split import SPLITS
+from catdog.split import SPLITS, majority_class, read_manifest
 from catdog.tracking import connect, data_version, git_tags, tracking_uri
 from catdog.training import Outputs, log_model
-
-log = logging.getLogger(__name__)
 
 MAJORITY = "majority-class"
 MISCLASSIFIED_SHOWN = 16
@@ -43,22 +40,13 @@ def load_variant(cfg: DictConfig, variant: str) -> keras.Model:
         raise ModelLoadError(f"variant {variant!r}: model file {path} could not be loaded ({exc}); {fix}") from exc
 
 
-def majority_label(split_dir: Path, classes: list[str]) -> int:
-    """The most common class of the train split (ties go to the first class)."""
-    with open(split_dir / "train.csv", newline="", encoding="utf-8") as handle:
-        labels = [row["label"] for row in csv.DictReader(handle)]
-    return max(range(len(classes)), key=lambda i: (labels.count(classes[i]), -i))
-
-
 def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
 
 def test_splits(cfg: DictConfig, sizes: set[int]) -> dict[int, Split]:
     """The test split at each input size the models take (decoded once per size, then cached)."""
-    d = cfg.data
-    manifest = Path(d.split_dir) / "test.csv"
-    return {s: load_split(manifest, Path(d.dataset_dir), list(d.classes), s, Path(d.cache_dir)) for s in sorted(sizes)}
+    return {size: configured_split(cfg.data, "test", size) for size in sorted(sizes)}
 
 
 def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], tests: dict[int, Split]) -> tuple[dict, dict]:
@@ -74,7 +62,8 @@ def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], tests: dict[in
         predictions[name] = logits.argmax(axis=1)
         rows[name] = {**score(predictions[name], test.labels, classes), "loss": log_loss(logits, test.labels)}
         correct[name] = predictions[name] == test.labels
-    guess = np.full_like(test.labels, majority_label(Path(cfg.data.split_dir), classes))
+    majority = majority_class(read_manifest(Path(cfg.data.split_dir) / "train.csv"), classes)
+    guess = np.full_like(test.labels, classes.index(majority))
     rows[MAJORITY] = {**score(guess, test.labels, classes), "loss": None}
     return rows, {"correct": correct, "predictions": predictions}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from catdog.files import atomic_path, sha256_file
@@ -67,6 +68,12 @@ def load_split(manifest: Path, dataset_dir: Path, classes: list[str], image_size
     with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, images=images)
     return Split(images, labels, paths)
+
+
+def configured_split(data: DictConfig, name: str, image_size: int) -> Split:
+    """`load_split` for split `name` (train, val or test) at the paths of the `data` config group."""
+    manifest = Path(data.split_dir) / f"{name}.csv"
+    return load_split(manifest, Path(data.dataset_dir), list(data.classes), image_size, Path(data.cache_dir))
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:

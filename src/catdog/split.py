@@ -114,10 +114,16 @@ def class_counts(entries: Sequence[Entry], classes: Sequence[str]) -> dict[str, 
     return {cls: counts.get(cls, 0) for cls in classes}
 
 
+def majority_class(entries: Sequence[Entry], classes: Sequence[str]) -> str:
+    """The most common class in `entries` (ties go to the class listed first)."""
+    counts = class_counts(entries, classes)
+    return max(classes, key=lambda c: (counts[c], -list(classes).index(c)))
+
+
 def data_report(splits: dict[str, list[Entry]], classes: Sequence[str], n_rejects: int) -> dict[str, object]:
     """Class counts per split and the accuracy of always guessing the train split's majority class."""
     counts = {name: class_counts(entries, classes) for name, entries in splits.items()}
-    majority = max(classes, key=lambda c: (counts["train"][c], -classes.index(c)))
+    majority = majority_class(splits["train"], classes)
     report: dict[str, object] = {"counts": counts, "rejected": n_rejects, "majority_class": majority}
     for name, entries in splits.items():
         report[f"{name}_majority_accuracy"] = round(counts[name][majority] / max(len(entries), 1), 4)

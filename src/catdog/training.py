@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 from catdog import plots
-from catdog.checkpoints import Checkpoints, EpochEnd, History, State
+from catdog.checkpoints import Checkpoints, EpochEnd, History, State, best_epoch
 from catdog.config import validate
-from catdog.dataset import Split, batches, features, load_split
+from catdog.dataset import Split, batches, configured_split, features
 from catdog.files import atomic_path, write_json, write_text
 from catdog.models import build_model, frozen_parts, parameter_counts, unfreeze_backbone
 from catdog.split import SPLITS
@@ -101,7 +100,7 @@ def write_history_csv(path: Path, history: History) -> None:
 
 def summary(history: History, seconds: float, counts: dict[str, int]) -> dict[str, float | int]:
     """The run's metrics for DVC and MLflow: final and best validation values, epochs, time, size."""
-    best = int(np.argmax(history[MONITOR]))
+    best = best_epoch(history[MONITOR])
     return {
         "val_accuracy": history["val_accuracy"][-1],
         "val_loss": history["val_loss"][-1],
@@ -218,11 +217,13 @@ def log_model(model: keras.Model, example: np.ndarray) -> None:
         mlflow.log_artifacts(str(path), "model")
 
 
-def finish(cfg: DictConfig, model: keras.Model, state: State, data: dict[str, Split], seconds: float) -> dict:
+def finish(
+    cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split], seconds: float
+) -> dict:
     """Write the outputs DVC tracks and complete the MLflow run."""
     outputs = Outputs.for_run(cfg.trainer, cfg.name)
     if cfg.trainer.early_stopping.enabled:
-        restore_best(model, Checkpoints(Path(cfg.trainer.checkpoint_dir)), state)
+        restore_best(model, checkpoints, state)
     metrics = summary(state.history, seconds, parameter_counts(model))
     save_model(model, outputs)
     write_json(outputs.metrics, metrics)
@@ -241,13 +242,7 @@ def finish(cfg: DictConfig, model: keras.Model, state: State, data: dict[str, Sp
 
 
 def load_data(cfg: DictConfig) -> dict[str, Split]:
-    d = cfg.data
-    return {
-        name: load_split(
-            Path(d.split_dir) / f"{name}.csv", Path(d.dataset_dir), list(d.classes), cfg.trainer.image_size, Path(d.cache_dir)
-        )
-        for name in ("train", "val")
-    }
+    return {name: configured_split(cfg.data, name, cfg.trainer.image_size) for name in ("train", "val")}
 
 
 def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints) -> keras.Model:
@@ -279,7 +274,7 @@ def train(cfg: DictConfig) -> dict:
             if state.history:
                 log_pending_epochs(state.run_id, state.history)
             run_phases(cfg, model, state, checkpoints, data)
-            metrics = finish(cfg, model, state, data, time.monotonic() - started)
+            metrics = finish(cfg, model, state, checkpoints, data, time.monotonic() - started)
         except Exception as exc:
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
             if isinstance(exc, TrainingDiverged):
