@@ -52,6 +52,16 @@ def test_fine_tuning_unfreezes_the_top_of_the_backbone() -> None:
     assert parameter_counts(model)["params_trainable"] > TRANSFER_HEAD_PARAMS
 
 
+def test_fine_tuning_keeps_the_backbone_in_inference_mode() -> None:
+    model = model_for("transfer")
+    unfreeze_backbone(model, from_layer=100)
+    inputs = keras.Input((STUDY_SIZE, STUDY_SIZE, 3))
+    features = keras.Model(inputs, model.get_layer("net").get_layer("backbone")(inputs, training=False))
+    images = np.random.default_rng(2).uniform(-1, 1, (4, STUDY_SIZE, STUDY_SIZE, 3)).astype("float32")
+    training, inference = (keras.ops.convert_to_numpy(features(images, training=mode)) for mode in (True, False))
+    np.testing.assert_allclose(training, inference, rtol=1e-5, atol=1e-5)
+
+
 def test_scaling_equals_mobilenet_v2_preprocess_input() -> None:
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     ours = keras.ops.convert_to_numpy(preprocessing("mobilenet_v2")(pixels))

@@ -102,11 +102,15 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
 
 
 def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:
-    """Make the backbone's layers from `from_layer` on trainable (batch norm stays in inference mode)."""
+    """Make the backbone's layers from `from_layer` on trainable, except batch norm.
+
+    Keras 3 passes the outer `training=True` through a nested model despite `training=False` at its call, so a
+    trainable BatchNormalization would normalise with batch statistics; a frozen one always uses its moving ones.
+    """
     backbone = model.get_layer(NET).get_layer(BACKBONE)
     backbone.trainable = True
     for index, layer in enumerate(backbone.layers):
-        layer.trainable = index >= from_layer
+        layer.trainable = index >= from_layer and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def frozen_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
