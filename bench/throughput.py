@@ -143,14 +143,14 @@ def float64_first_conv(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
 
 
-def pipeline_model(cfg: DictConfig, pipeline: str) -> keras.Model:
+def pipeline_model(cfg: DictConfig, pipeline: str, steps: int) -> keras.Model:
     """A freshly built and compiled model for `pipeline`: the project's, or its float64 twin for the reference CNN."""
     keras.backend.clear_session()
     seed_everything(cfg.seed)
     model = build_model(cfg, num_classes=len(cfg.data.classes))
     if pipeline == "reference" and is_cnn(cfg):
         model = float64_first_conv(model)
-    compile_model(model, cfg.optimizer, jit_compile=False)
+    compile_model(model, cfg, steps)
     return model
 
 
@@ -170,7 +170,7 @@ def images_seen(steps: int, images_per_pass: int, batch_size: int) -> int:
 
 def measure(cfg: DictConfig, pipeline: str, feed: Feed, steps: int, warmup_steps: int) -> dict[str, float]:
     """Train one (variant, pipeline) cell and return its images, seconds and images/s."""
-    seconds = timed_fit(pipeline_model(cfg, pipeline), feed.dataset, steps, warmup_steps)
+    seconds = timed_fit(pipeline_model(cfg, pipeline, warmup_steps + steps), feed.dataset, steps, warmup_steps)
     images = images_seen(steps, feed.images_per_pass, cfg.trainer.batch_size)
     return {"images": images, "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 2)}
 

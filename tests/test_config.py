@@ -59,6 +59,7 @@ def test_command_line_overrides_beat_the_variant() -> None:
         ("data.test_fraction=0", "data.test_fraction", "a number strictly between 0 and 1"),
         ("optimizer.learning_rate=-0.1", "optimizer.learning_rate", "a number > 0"),
         ("model.preprocess=zscore", "model.preprocess", "one of none, mobilenet_v2"),
+        ("trainer.lr_schedule=step", "trainer.lr_schedule", "one of constant, cosine"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override: str, key: str, allowed: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from catdog.dataset import batches, load_split
+from catdog.split import read_manifest
 from catdog.training import TrainingDiverged, train
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 
@@ -90,6 +92,17 @@ def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     assert history[0] == history[1]
     assert first["val_loss"] == second["val_loss"]
     assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path, schedule: str) -> None:
+    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", f"trainer.lr_schedule={schedule}")
+    train(cfg)
+    optimizer = keras.models.load_model(split_data / "models" / "baseline" / "model.keras").optimizer
+    steps = 3 * math.ceil(len(read_manifest(split_data / "data/split/train.csv")) / cfg.trainer.batch_size)
+    assert int(optimizer.iterations) == steps
+    final_rate = float(optimizer.learning_rate)
+    assert final_rate == pytest.approx(cfg.optimizer.learning_rate if schedule == "constant" else 0.0, abs=1e-9)
 
 
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:

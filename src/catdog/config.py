@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
+LR_SCHEDULES = ("constant", "cosine")
 MIN_IMAGE_SIZE = 32
 EXPERIMENT_TEMP_DIR = (".dvc", "tmp", "exps")
 
@@ -34,6 +35,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.image_size": (lambda v: _is_int(v) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),
     "trainer.early_stopping.patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "optimizer.learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "trainer.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
     "model.preprocess": (lambda v: v in PREPROCESS_OPTIONS, f"one of {', '.join(PREPROCESS_OPTIONS)}"),
 }
 

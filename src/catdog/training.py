@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,12 +74,20 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(resolved)).encode()).hexdigest()[:16]
 
 
-def compile_model(model: keras.Model, optimizer_cfg: DictConfig, jit_compile: bool, **overrides: float) -> None:
+def steps_per_epoch(cfg: DictConfig, data: dict[str, Split]) -> int:
+    return math.ceil(len(data["train"].labels) / cfg.trainer.batch_size)
+
+
+def compile_model(model: keras.Model, cfg: DictConfig, steps: int, learning_rate: float | None = None) -> None:
+    """Compile with the configured optimizer, its learning rate constant or cosine-decayed to zero over `steps`."""
+    rate = cfg.optimizer.learning_rate if learning_rate is None else learning_rate
+    if cfg.trainer.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
     model.compile(
-        optimizer=instantiate(optimizer_cfg, **overrides),
+        optimizer=instantiate(cfg.optimizer, learning_rate=rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=jit_compile,
+        jit_compile=cfg.trainer.jit_compile,
     )
 
 
@@ -177,7 +186,7 @@ def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: C
 
     if state.phase == 0 and cfg.model.get("cache_features"):
         extractor, head = frozen_parts(model)
-        compile_model(head, cfg.optimizer, t.jit_compile)
+        compile_model(head, cfg, t.epochs * steps_per_epoch(cfg, data))
         fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model))
     elif state.phase == 0:
         fit_phase(model, *inputs(cfg, data), t.epochs, epoch_end())
@@ -187,7 +196,7 @@ def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: C
     if state.phase == 0:
         restore_best(model, checkpoints, state)
         unfreeze_backbone(model, fine_tune.from_layer)
-        compile_model(model, cfg.optimizer, t.jit_compile, learning_rate=fine_tune.learning_rate)
+        compile_model(model, cfg, fine_tune.epochs * steps_per_epoch(cfg, data), fine_tune.learning_rate)
         state.phase, state.phase_start = 1, state.epochs_done
     fit_phase(model, *inputs(cfg, data), state.phase_start + fine_tune.epochs, epoch_end())
 
@@ -245,11 +254,12 @@ def load_data(cfg: DictConfig) -> dict[str, Split]:
     return {name: configured_split(cfg.data, name, cfg.trainer.image_size) for name in ("train", "val")}
 
 
-def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints) -> keras.Model:
+def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints, steps: int) -> keras.Model:
+    """The checkpointed model (with its optimizer state) of a resumed run, else a new one compiled for `steps`."""
     if state is not None and state.model_file:
         return keras.models.load_model(checkpoints.path(state.model_file))
     model = build_model(cfg, num_classes=len(cfg.data.classes))
-    compile_model(model, cfg.optimizer, cfg.trainer.jit_compile)
+    compile_model(model, cfg, steps)
     return model
 
 
@@ -270,7 +280,7 @@ def train(cfg: DictConfig) -> dict:
     with start_tracking(cfg, state, experiment_id) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
         try:
-            model = prepare_model(cfg, state, checkpoints)
+            model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))
             if state.history:
                 log_pending_epochs(state.run_id, state.history)
             run_phases(cfg, model, state, checkpoints, data)
