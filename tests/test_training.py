@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from catdog import training
+from catdog.checkpoints import Checkpoints
 from catdog.dataset import batches, load_split
+from catdog.models import build_model
 from catdog.split import read_manifest
 from catdog.training import TrainingDiverged, train
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
@@ -103,6 +106,42 @@ def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path
     assert int(optimizer.iterations) == steps
     final_rate = float(optimizer.learning_rate)
     assert final_rate == pytest.approx(cfg.optimizer.learning_rate if schedule == "constant" else 0.0, abs=1e-9)
+
+
+def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: Path) -> None:
+    # A momentum this close to 1 keeps the average at the initial weights, so validation must not learn.
+    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.ema_momentum=0.999999")
+    train(cfg)
+    history = (split_data / "plots" / "baseline" / "history.csv").read_text().splitlines()[1:]
+    val_loss = [float(row.split(",")[4]) for row in history]
+    assert max(val_loss) - min(val_loss) < 1e-3
+    saved = keras.models.load_model(split_data / "models" / "baseline" / "model.keras")
+    keras.utils.set_random_seed(cfg.seed)
+    fresh = build_model(cfg, num_classes=2)
+    first_step = cfg.optimizer.learning_rate * 1.001  # Keras starts the average at the weights after one Adam step
+    for ours, initial in zip(saved.get_layer("net").get_weights(), fresh.get_layer("net").get_weights()):
+        np.testing.assert_allclose(ours, initial, atol=first_step)
+
+
+def test_a_resumed_averaging_run_trains_on_from_its_trained_weights(
+    split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.ema_momentum=0.5")
+
+    def interrupt(run_id: str, history: dict) -> None:
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
+    state = checkpoints.load(training.fingerprint(cfg))
+    averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
+    model = training.prepare_model(cfg, state, checkpoints, steps=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged))
+    model.optimizer.finalize_variable_values(model.trainable_variables)
+    for ours, saved in zip(model.get_weights(), averaged):
+        np.testing.assert_array_equal(ours, saved)
 
 
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:

@@ -83,8 +83,9 @@ def compile_model(model: keras.Model, cfg: DictConfig, steps: int, learning_rate
     rate = cfg.optimizer.learning_rate if learning_rate is None else learning_rate
     if cfg.trainer.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+    ema = {"use_ema": True, "ema_momentum": cfg.trainer.ema_momentum} if cfg.trainer.ema_momentum else {}
     model.compile(
-        optimizer=instantiate(cfg.optimizer, learning_rate=rate),
+        optimizer=instantiate(cfg.optimizer, learning_rate=rate, **ema),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=cfg.trainer.jit_compile,
@@ -156,12 +157,14 @@ def fit_phase(
     epochs: int,
     callback: EpochEnd,
 ) -> None:
+    # With EMA, the averaged weights are swapped in before validation and stay in while the epoch is checkpointed.
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
     model.fit(
         train,
         validation_data=val,
         initial_epoch=callback.state.epochs_done,
         epochs=epochs,
-        callbacks=[callback],
+        callbacks=[*swap, callback],
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=2,
     )
@@ -254,10 +257,20 @@ def load_data(cfg: DictConfig) -> dict[str, Split]:
     return {name: configured_split(cfg.data, name, cfg.trainer.image_size) for name in ("train", "val")}
 
 
+def swap_back_training_weights(model: keras.Model) -> None:
+    """A checkpoint holds the averaged weights in the model and the trained ones in the optimizer: exchange them."""
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()
+
+
 def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints, steps: int) -> keras.Model:
     """The checkpointed model (with its optimizer state) of a resumed run, else a new one compiled for `steps`."""
     if state is not None and state.model_file:
-        return keras.models.load_model(checkpoints.path(state.model_file))
+        model = keras.models.load_model(checkpoints.path(state.model_file))
+        if model.optimizer.use_ema and not (state.phase == 0 and cfg.model.get("cache_features")):
+            swap_back_training_weights(model)
+        return model
     model = build_model(cfg, num_classes=len(cfg.data.classes))
     compile_model(model, cfg, steps)
     return model
