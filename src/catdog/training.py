@@ -79,7 +79,7 @@ def steps_per_epoch(cfg: DictConfig, data: dict[str, Split]) -> int:
 
 
 def compile_model(model: keras.Model, cfg: DictConfig, steps: int, learning_rate: float | None = None) -> None:
-    """Compile with the configured optimizer, its learning rate constant or cosine-decayed to zero over `steps`."""
+    """Compile with the configured optimizer: learning rate constant or cosine-decayed over `steps`, optional EMA."""
     rate = cfg.optimizer.learning_rate if learning_rate is None else learning_rate
     if cfg.trainer.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
@@ -179,6 +179,11 @@ def inputs(cfg: DictConfig, data: dict[str, Split], extractor: keras.Model | Non
     return batches(train, t.batch_size, shuffle=True, seed=cfg.seed), batches(val, t.batch_size, shuffle=False, seed=cfg.seed)
 
 
+def fits_head_on_features(cfg: DictConfig, state: State) -> bool:
+    """Whether this phase fits the head alone, on cached backbone features, with an optimizer of its own."""
+    return state.phase == 0 and bool(cfg.model.get("cache_features"))
+
+
 def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split]) -> None:
     """The head (or whole model) phase, then the optional fine-tuning phase, each resumable."""
     t = cfg.trainer
@@ -187,7 +192,7 @@ def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: C
     def epoch_end(saved: keras.Model | None = None) -> EpochEnd:
         return EpochEnd(checkpoints, state, MONITOR, patience, lambda h: log_pending_epochs(state.run_id, h), saved)
 
-    if state.phase == 0 and cfg.model.get("cache_features"):
+    if fits_head_on_features(cfg, state):
         extractor, head = frozen_parts(model)
         compile_model(head, cfg, t.epochs * steps_per_epoch(cfg, data))
         fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model))
@@ -268,7 +273,7 @@ def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints
     """The checkpointed model (with its optimizer state) of a resumed run, else a new one compiled for `steps`."""
     if state is not None and state.model_file:
         model = keras.models.load_model(checkpoints.path(state.model_file))
-        if model.optimizer.use_ema and not (state.phase == 0 and cfg.model.get("cache_features")):
+        if model.optimizer.use_ema and not fits_head_on_features(cfg, state):
             swap_back_training_weights(model)
         return model
     model = build_model(cfg, num_classes=len(cfg.data.classes))
