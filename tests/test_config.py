@@ -60,6 +60,7 @@ def test_command_line_overrides_beat_the_variant() -> None:
         ("optimizer.learning_rate=-0.1", "optimizer.learning_rate", "a number > 0"),
         ("model.preprocess=zscore", "model.preprocess", "one of none, mobilenet_v2"),
         ("trainer.lr_schedule=step", "trainer.lr_schedule", "one of constant, cosine"),
+        ("trainer.steps_per_execution=0", "trainer.steps_per_execution", "an integer >= 1"),
         ("trainer.ema_momentum=1", "trainer.ema_momentum", "a number in [0, 1); 0 turns averaging off"),
     ],
 )

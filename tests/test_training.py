@@ -97,6 +97,19 @@ def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
 
 
+def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None:
+    # 24 train images in batches of 8: 3 steps an epoch, so 2 steps per call leaves a short last call.
+    knobs = ("trainer.epochs=2", "trainer.ema_momentum=0.5")
+    train(tiny_config("augmented", *knobs, "trainer.steps_per_execution=1", "name=one"))
+    train(tiny_config("augmented", *knobs, "trainer.steps_per_execution=2", "name=two"))
+    history = [(split_data / "plots" / n / "history.csv").read_text() for n in ("one", "two")]
+    assert history[0] == history[1]
+    models = [keras.models.load_model(split_data / "models" / n / "model.keras") for n in ("one", "two")]
+    assert [m.steps_per_execution for m in models] == [1, 2]
+    for one, two in zip(*(m.get_weights() for m in models), strict=True):
+        np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path, schedule: str) -> None:
     cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", f"trainer.lr_schedule={schedule}")

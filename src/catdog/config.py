@@ -36,6 +36,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.early_stopping.patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "optimizer.learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "trainer.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+    "trainer.steps_per_execution": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.ema_momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1); 0 turns averaging off"),
     "model.preprocess": (lambda v: v in PREPROCESS_OPTIONS, f"one of {', '.join(PREPROCESS_OPTIONS)}"),
 }

@@ -89,6 +89,7 @@ def compile_model(model: keras.Model, cfg: DictConfig, steps: int, learning_rate
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=cfg.trainer.jit_compile,
+        steps_per_execution=cfg.trainer.steps_per_execution,
     )
 
 
