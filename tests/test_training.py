@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -125,8 +126,8 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
     # A momentum this close to 1 keeps the average at the initial weights, so validation must not learn.
     cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.ema_momentum=0.999999")
     train(cfg)
-    history = (split_data / "plots" / "baseline" / "history.csv").read_text().splitlines()[1:]
-    val_loss = [float(row.split(",")[4]) for row in history]
+    with open(split_data / "plots" / "baseline" / "history.csv", newline="") as handle:
+        val_loss = [float(row["val_loss"]) for row in csv.DictReader(handle)]
     assert max(val_loss) - min(val_loss) < 1e-3
     saved = keras.models.load_model(split_data / "models" / "baseline" / "model.keras")
     keras.utils.set_random_seed(cfg.seed)
@@ -204,8 +205,11 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = len(json.loads(state.read_text())["history"]["loss"])
-    assert killed_at < 4, "the run finished before it was killed; make the epochs longer"
+    checkpointed = json.loads(state.read_text())
+    assert len(checkpointed["history"]["loss"]) < 4, "the run finished before it was killed; make the epochs longer"
+    assert checkpointed["seconds"] > 0
+    earlier = 10_000.0  # stands in for a long first attempt, so the sum below cannot pass by chance
+    state.write_text(json.dumps({**checkpointed, "seconds": earlier}))
 
     done = subprocess.run(train_command(*overrides), cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -214,7 +218,9 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     assert run.info.status == "FINISHED"
     for key in EPOCH_METRICS:
         assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, key)] == [0, 1, 2, 3]
-    assert json.loads((split_data / "metrics" / "baseline.json").read_text())["epochs_run"] == 4
+    metrics = json.loads((split_data / "metrics" / "baseline.json").read_text())
+    assert metrics["epochs_run"] == 4
+    assert earlier < metrics["seconds"] < earlier + 300, "the time before the kill is lost"
     assert not state.exists()
 
 

@@ -23,10 +23,11 @@ History = dict[str, list[float]]
 
 @dataclass
 class State:
-    """What a restarted run needs: the config it belongs to, its MLflow run, its history and phase."""
+    """What a restarted run needs: the config it belongs to, its MLflow run, its history, phase and time so far."""
 
     fingerprint: str
     run_id: str
+    seconds: float = 0.0
     phase: int = 0
     phase_start: int = 0
     history: History = field(default_factory=dict)
@@ -92,11 +93,14 @@ class EpochEnd(keras.callbacks.Callback):
         monitor: str,
         patience: int | None,
         report: Callable[[History], None],
+        elapsed: Callable[[], float],
         saved: keras.Model | None = None,
     ) -> None:
-        """`saved` is the model to checkpoint when it is not the one being fitted (a head on cached features)."""
+        """`elapsed` gives the run's seconds so far, restarts included; `saved` is the model to checkpoint when it
+        is not the one being fitted (a head on cached features)."""
         super().__init__()
         self.saved = saved
+        self.elapsed = elapsed
         self.checkpoints = checkpoints
         self.state = state
         self.monitor = monitor
@@ -116,6 +120,7 @@ class EpochEnd(keras.callbacks.Callback):
             self.state.history.setdefault(key, []).append(float(value))
         values = self.state.history[self.monitor]
         best = best_epoch(values)
+        self.state.seconds = self.elapsed()
         self.checkpoints.save(self.state, self.saved or self.model, improved=best == len(values) - 1)
         self.report(self.state.history)
         last_good = max(best if best is not None else -1, self.state.phase_start - 1)

@@ -7,7 +7,9 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -185,13 +187,21 @@ def fits_head_on_features(cfg: DictConfig, state: State) -> bool:
     return state.phase == 0 and bool(cfg.model.get("cache_features"))
 
 
-def run_phases(cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split]) -> None:
+def run_phases(
+    cfg: DictConfig,
+    model: keras.Model,
+    state: State,
+    checkpoints: Checkpoints,
+    data: dict[str, Split],
+    elapsed: Callable[[], float],
+) -> None:
     """The head (or whole model) phase, then the optional fine-tuning phase, each resumable."""
     t = cfg.trainer
     patience = t.early_stopping.patience if t.early_stopping.enabled else None
 
     def epoch_end(saved: keras.Model | None = None) -> EpochEnd:
-        return EpochEnd(checkpoints, state, MONITOR, patience, lambda h: log_pending_epochs(state.run_id, h), saved)
+        report = partial(log_pending_epochs, state.run_id)
+        return EpochEnd(checkpoints, state, MONITOR, patience, report, elapsed, saved)
 
     if fits_head_on_features(cfg, state):
         extractor, head = frozen_parts(model)
@@ -295,15 +305,20 @@ def train(cfg: DictConfig) -> dict:
     state = checkpoints.load(key) if cfg.trainer.resume else None
     if state is None:
         checkpoints.clear()
-    started = time.monotonic()
+    started, earlier = time.monotonic(), state.seconds if state else 0.0
+
+    def elapsed() -> float:
+        """Seconds of this run so far, up to its last checkpoint in earlier, interrupted attempts."""
+        return earlier + time.monotonic() - started
+
     with start_tracking(cfg, state, experiment_id) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
         try:
             model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))
             if state.history:
                 log_pending_epochs(state.run_id, state.history)
-            run_phases(cfg, model, state, checkpoints, data)
-            metrics = finish(cfg, model, state, checkpoints, data, time.monotonic() - started)
+            run_phases(cfg, model, state, checkpoints, data, elapsed)
+            metrics = finish(cfg, model, state, checkpoints, data, elapsed())
         except Exception as exc:
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
             if isinstance(exc, TrainingDiverged):
