@@ -158,6 +158,27 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights(
         np.testing.assert_array_equal(ours, saved)
 
 
+def test_a_resumed_head_on_cached_features_keeps_its_checkpointed_weights(
+    split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head trains under an optimizer of its own, so the full model's average never moved: nothing to swap in.
+    cfg = tiny_config("transfer", "augment=off", "model.cache_features=true", "trainer.epochs=3",
+                      "trainer.ema_momentum=0.5")
+
+    def interrupt(run_id: str, history: dict) -> None:
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
+    state = checkpoints.load(training.fingerprint(cfg))
+    checkpointed = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
+    model = training.prepare_model(cfg, state, checkpoints, steps=1)
+    for ours, saved in zip(model.get_weights(), checkpointed, strict=True):
+        np.testing.assert_array_equal(ours, saved)
+
+
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
     cache = split_data / "data" / "cache"
     args = (split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered", ["cats", "dogs"], 32, cache)
