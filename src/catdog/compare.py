@@ -35,7 +35,8 @@ def load_variant(cfg: DictConfig, variant: str) -> keras.Model:
     if not path.is_file():
         raise ModelLoadError(f"variant {variant!r}: model file {path} not found; {fix}")
     try:
-        return keras.models.load_model(path)
+        # Uncompiled: only inference is needed, and the one-step predict loop traces faster than a multi-step one.
+        return keras.models.load_model(path, compile=False)
     except Exception as exc:
         raise ModelLoadError(f"variant {variant!r}: model file {path} could not be loaded ({exc}); {fix}") from exc
 
