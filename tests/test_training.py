@@ -17,6 +17,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from omegaconf import DictConfig
 
 from catdog import training
 from catdog.checkpoints import Checkpoints
@@ -137,10 +138,10 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
         np.testing.assert_allclose(ours, initial, atol=first_step)
 
 
-def test_a_resumed_averaging_run_trains_on_from_its_trained_weights(
-    split_data: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.ema_momentum=0.5")
+def resumed_after_first_checkpoint(
+    cfg: DictConfig, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[np.ndarray], keras.Model]:
+    """Train `cfg` until its first checkpoint, then return that checkpoint's weights and the model a resume builds."""
 
     def interrupt(run_id: str, history: dict) -> None:
         raise KeyboardInterrupt("stopped after the first checkpoint")
@@ -150,8 +151,15 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights(
         train(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
     state = checkpoints.load(training.fingerprint(cfg))
-    averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
-    model = training.prepare_model(cfg, state, checkpoints, steps=1)
+    checkpointed = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
+    return checkpointed, training.prepare_model(cfg, state, checkpoints, steps=1)
+
+
+def test_a_resumed_averaging_run_trains_on_from_its_trained_weights(
+    split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.ema_momentum=0.5")
+    averaged, model = resumed_after_first_checkpoint(cfg, monkeypatch)
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged))
     model.optimizer.finalize_variable_values(model.trainable_variables)
     for ours, saved in zip(model.get_weights(), averaged):
@@ -164,17 +172,7 @@ def test_a_resumed_head_on_cached_features_keeps_its_checkpointed_weights(
     # The head trains under an optimizer of its own, so the full model's average never moved: nothing to swap in.
     cfg = tiny_config("transfer", "augment=off", "model.cache_features=true", "trainer.epochs=3",
                       "trainer.ema_momentum=0.5")
-
-    def interrupt(run_id: str, history: dict) -> None:
-        raise KeyboardInterrupt("stopped after the first checkpoint")
-
-    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg)
-    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
-    state = checkpoints.load(training.fingerprint(cfg))
-    checkpointed = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
-    model = training.prepare_model(cfg, state, checkpoints, steps=1)
+    checkpointed, model = resumed_after_first_checkpoint(cfg, monkeypatch)
     for ours, saved in zip(model.get_weights(), checkpointed, strict=True):
         np.testing.assert_array_equal(ours, saved)
 
