@@ -89,7 +89,8 @@ def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int) -> tf.da
 
 
 def untuned() -> tf.data.Options:
-    """tf.data options without the autotuner or a prefetch thread: a gather and a cast leave nothing to tune.
+    """tf.data options with the autotuner off (`batches` adds no prefetch thread either): a gather and a cast
+    leave nothing to tune or overlap.
 
     On a 2-core CPU the autotuner's thread competes with the training step's own two threads: in benchmark fits
     with it, about one in four ran at two thirds of the usual rate; none of eleven without it did.
