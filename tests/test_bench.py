@@ -1,26 +1,20 @@
-"""The throughput benchmark's bookkeeping: image counts, override scoping, `time -v` parsing and the verdicts."""
+"""The throughput benchmark: image counts, override scoping, `time -v` parsing, the verdicts, and a variant process that dies."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
 from catdog.study import compose_config
 from conftest import CONF, REPO
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("throughput", REPO / "bench" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+# On the path, so that the benchmark's spawned child processes import it by name as this process does.
+sys.path.insert(0, str(REPO / "bench"))
+import throughput as bench  # noqa: E402
 
 TIME_LOG = """\
 \tCommand being timed: "uv run dvc repro --force"
@@ -76,3 +70,10 @@ def test_the_table_fails_a_slow_cnn_and_exempts_transfer_from_the_speed_up() -> 
     assert "| 1.02 | n/a | 0.99 | pass |" in rows["transfer"]
     assert process["peak_rss_mib"] == 2200.0 and process["pass_peak_rss"]
     assert "not measured" in rows["`dvc repro` wall time"]
+
+
+def test_a_variant_whose_process_dies_stops_the_benchmark_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
+    args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
+    with tqdm(total=1, disable=True) as bar, pytest.raises(SystemExit, match=r"benchmark of baseline died \(exit code 1\)"):
+        bench.run_isolated("baseline", args, bar)
+    assert "Could not override 'nosuch.key'" in capfd.readouterr().err
