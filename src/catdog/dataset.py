@@ -92,8 +92,8 @@ def untuned() -> tf.data.Options:
     """tf.data options with the autotuner off (`batches` adds no prefetch thread either): a gather and a cast
     leave nothing to tune or overlap.
 
-    On a 2-core CPU the autotuner's thread competes with the training step's own two threads: in benchmark fits
-    with it, about one in four ran at two thirds of the usual rate; none of eleven without it did.
+    On a 2-core CPU the autotuner's thread competes with the training step's own two threads: of 28 benchmark
+    fits with it, 9 ran at about two thirds of the usual rate; of 17 without it, none did.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
