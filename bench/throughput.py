@@ -32,7 +32,7 @@ from catdog.dataset import Split, batches, load_split
 from catdog.files import write_text
 from catdog.models import NET, build_model
 from catdog.study import compose_config
-from catdog.training import compile_model, seed_everything
+from catdog.training import compile_model, make_optimizer, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "augmented", "scaled", "transfer")
@@ -153,7 +153,7 @@ def pipeline_model(cfg: DictConfig, pipeline: str, steps: int) -> keras.Model:
     model = build_model(cfg, num_classes=len(cfg.data.classes))
     if pipeline == "reference" and is_cnn(cfg):
         model = float64_first_conv(model)
-    compile_model(model, cfg, steps)
+    compile_model(model, cfg, make_optimizer(cfg, steps))
     return model
 
 

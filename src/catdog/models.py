@@ -114,11 +114,16 @@ def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:
 
 
 def frozen_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(raw image → backbone features, head) of a transfer model; both share the model's layers."""
+    """(raw image → backbone features, head) of a transfer model: new models over the model's own layers.
+
+    The head is a new model rather than the nested one, so that compiling it for training leaves nothing inside
+    `model`: Keras saves an optimizer once, under the first owner it meets, and that must be `model` itself.
+    """
     net = model.get_layer(NET)
     scale = [layer for layer in model.layers if layer.name == SCALE]
     extractor = keras.Sequential([keras.Input(model.input_shape[1:]), *scale, net.get_layer(BACKBONE)])
-    return extractor, net.get_layer(HEAD)
+    head = net.get_layer(HEAD)
+    return extractor, keras.Model(head.input, head.output, name=f"{HEAD}_alone")
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

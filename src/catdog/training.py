@@ -80,14 +80,19 @@ def steps_per_epoch(cfg: DictConfig, data: dict[str, Split]) -> int:
     return math.ceil(len(data["train"].labels) / cfg.trainer.batch_size)
 
 
-def compile_model(model: keras.Model, cfg: DictConfig, steps: int, learning_rate: float | None = None) -> None:
-    """Compile with the configured optimizer: learning rate constant or cosine-decayed over `steps`, optional EMA."""
+def make_optimizer(cfg: DictConfig, steps: int, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer: learning rate constant or cosine-decayed over `steps`, optional EMA."""
     rate = cfg.optimizer.learning_rate if learning_rate is None else learning_rate
     if cfg.trainer.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
     ema = {"use_ema": True, "ema_momentum": cfg.trainer.ema_momentum} if cfg.trainer.ema_momentum else {}
+    return instantiate(cfg.optimizer, learning_rate=rate, **ema)
+
+
+def compile_model(model: keras.Model, cfg: DictConfig, optimizer: keras.optimizers.Optimizer) -> None:
+    """Compile for 2-class logits with `optimizer` and the configured execution settings."""
     model.compile(
-        optimizer=instantiate(cfg.optimizer, learning_rate=rate, **ema),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=cfg.trainer.jit_compile,
@@ -182,11 +187,6 @@ def inputs(cfg: DictConfig, data: dict[str, Split], extractor: keras.Model | Non
     return batches(train, t.batch_size, shuffle=True, seed=cfg.seed), batches(val, t.batch_size, shuffle=False, seed=cfg.seed)
 
 
-def fits_head_on_features(cfg: DictConfig, state: State) -> bool:
-    """Whether this phase fits the head alone, on cached backbone features, with an optimizer of its own."""
-    return state.phase == 0 and bool(cfg.model.get("cache_features"))
-
-
 def run_phases(
     cfg: DictConfig,
     model: keras.Model,
@@ -203,9 +203,11 @@ def run_phases(
         report = partial(log_pending_epochs, state.run_id)
         return EpochEnd(checkpoints, state, MONITOR, patience, report, elapsed, saved)
 
-    if fits_head_on_features(cfg, state):
+    if state.phase == 0 and cfg.model.get("cache_features"):
         extractor, head = frozen_parts(model)
-        compile_model(head, cfg, t.epochs * steps_per_epoch(cfg, data))
+        # The head's variables are the model's trainable ones: sharing the model's optimizer puts the head's
+        # optimizer state (step count, moments, weight average) into the model's checkpoints, so a resume keeps it.
+        compile_model(head, cfg, model.optimizer)
         fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model))
     elif state.phase == 0:
         fit_phase(model, *inputs(cfg, data), t.epochs, epoch_end())
@@ -215,7 +217,8 @@ def run_phases(
     if state.phase == 0:
         restore_best(model, checkpoints, state)
         unfreeze_backbone(model, fine_tune.from_layer)
-        compile_model(model, cfg, fine_tune.epochs * steps_per_epoch(cfg, data), fine_tune.learning_rate)
+        optimizer = make_optimizer(cfg, fine_tune.epochs * steps_per_epoch(cfg, data), fine_tune.learning_rate)
+        compile_model(model, cfg, optimizer)
         state.phase, state.phase_start = 1, state.epochs_done
     fit_phase(model, *inputs(cfg, data), state.phase_start + fine_tune.epochs, epoch_end())
 
@@ -284,11 +287,11 @@ def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints
     """The checkpointed model (with its optimizer state) of a resumed run, else a new one compiled for `steps`."""
     if state is not None and state.model_file:
         model = keras.models.load_model(checkpoints.path(state.model_file))
-        if model.optimizer.use_ema and not fits_head_on_features(cfg, state):
+        if model.optimizer.use_ema:
             swap_back_training_weights(model)
         return model
     model = build_model(cfg, num_classes=len(cfg.data.classes))
-    compile_model(model, cfg, steps)
+    compile_model(model, cfg, make_optimizer(cfg, steps))
     return model
 
 
