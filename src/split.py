@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
         train_folder=data.train_folder,
         holdout_folder=data.holdout_folder,
         test_fraction=data.test_fraction,
-        seed=cfg.seed,
+        seed=data.split_seed,
     )
     report = data_report(splits, list(data.classes), len(rejects))
     write_json(data.report_path, report)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +59,13 @@ def zip_folder(folder: Path, archive: Path, extra: dict[str, bytes] | None = Non
         for name, data in (extra or {}).items():
             zf.writestr(name, data)
     return archive
+
+
+def run_entry(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the entry point `src/<script>` with Hydra overrides `args`, from `cwd`."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def expected_overrides(counts: dict[str, int] = TINY_COUNTS) -> list[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 
 from catdog.config import ConfigError, project_root, validate
 from catdog.study import compose_config, render, study_params
-from conftest import CONF, REPO
+from conftest import CONF, REPO, run_entry
 
 GROUPS = ["data", "model", "augment", "optimizer", "trainer", "tracking", "variant"]
 
@@ -78,12 +76,6 @@ def test_unknown_option_lists_the_valid_ones() -> None:
     assert all(v in message for v in ("baseline", "augmented", "scaled", "transfer"))
 
 
-def run_entry(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_train_refuses_bad_config_before_reading_data_or_opening_a_run(tmp_path: Path, isolated_mlflow) -> None:
     result = run_entry("train.py", "variant=baseline", "trainer.epochs=0", cwd=tmp_path)
     assert result.returncode != 0
@@ -113,9 +105,10 @@ def test_train_command_passes_every_knob_and_names_its_params() -> None:
     assert "seed=${seed}" in train["do"]["cmd"]
     assert set(train["do"]["params"]) == {"seed", "variants.${key}"}
     split_stage = stages["split"]
-    for knob in root.study.shared_knobs:
+    data_knobs = [knob for knob in root.study.shared_knobs if knob.startswith("data.")]
+    assert set(split_stage["params"]) == set(data_knobs), "the training seed must not reach the split"
+    for knob in data_knobs:
         assert f"{knob}=${{{knob}}}" in split_stage["cmd"]
-        assert knob in split_stage["params"]
 
 
 def test_top_level_plots_and_compare_cover_every_variant() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from catdog.split import data_report, make_split, read_manifest
-from conftest import TINY_COUNTS, jpeg_bytes, make_dataset
+from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
 CLASSES = ["cats", "dogs"]
 
@@ -30,6 +30,19 @@ def test_same_seed_same_bytes_other_seed_other_split(dataset: Path, tmp_path: Pa
     for name in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
     assert (tmp_path / "a" / "test.csv").read_bytes() != (tmp_path / "c" / "test.csv").read_bytes()
+
+
+def test_the_training_seed_leaves_the_split_alone(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data" / "raw")
+
+    def holdout(*overrides: str) -> dict[str, bytes]:
+        result = run_entry("split.py", *expected_overrides(), *overrides, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return {name: (tmp_path / "data" / "split" / f"{name}.csv").read_bytes() for name in ("val", "test")}
+
+    first = holdout("seed=1")
+    assert holdout("seed=2") == first
+    assert holdout("data.split_seed=1") != first
 
 
 def test_stratified_and_disjoint(dataset: Path, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ def _is_number(value: Any) -> bool:
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "data.split_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
     "trainer.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
