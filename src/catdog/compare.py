@@ -16,8 +16,8 @@ from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
 from catdog.split import SPLITS, majority_class, read_manifest
-from catdog.tracking import connect, data_version, git_tags, tracking_uri
-from catdog.training import Outputs, log_model
+from catdog.tracking import connect, data_version, git_tags, log_model, tracking_uri
+from catdog.training import Outputs
 
 MAJORITY = "majority-class"
 MISCLASSIFIED_SHOWN = 16

@@ -1,28 +1,41 @@
-"""MLflow glue: where the store is, making sure it answers, and what ties a run to its code and data."""
+"""MLflow glue: where the store is, making sure it answers, what ties a run to its code and data, and what a run logs."""
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import keras
 import mlflow
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.checkpoints import History, State
 from catdog.config import project_root
 from catdog.files import sha256_files
+from catdog.split import SPLITS
+
+log = logging.getLogger(__name__)
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 SQLITE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
 PARAM_VALUE_LIMIT = 6000
+SENTINEL_METRIC = "loss"
 
 
 class TrackingUnavailable(RuntimeError):
@@ -118,3 +131,45 @@ def data_version(split_dir: Path, splits: tuple[str, ...]) -> str:
     """A hash over the split manifests: the same manifests, the same data version."""
     return sha256_files([split_dir / f"{name}.csv" for name in splits])[:16]
 
+
+def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str) -> mlflow.ActiveRun:
+    """Continue the interrupted run, or open a new one with params, tags and config files."""
+    if state is not None:
+        log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
+        return mlflow.start_run(run_id=state.run_id)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.name)
+    mlflow.log_params(flat_params(cfg))
+    mlflow.set_tags(
+        {
+            "variant": cfg.name,
+            "data_version": data_version(Path(cfg.data.split_dir), SPLITS),
+            **git_tags(),
+        }
+    )
+    mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
+    if HydraConfig.initialized():
+        mlflow.log_artifacts(str(Path(HydraConfig.get().runtime.output_dir) / ".hydra"), "config/hydra")
+    return run
+
+
+def log_pending_epochs(run_id: str, history: History) -> None:
+    """Log to MLflow the epochs of `history` the run does not hold yet, all metrics of an epoch in one batch."""
+    client = mlflow.MlflowClient()
+    logged = len(client.get_metric_history(run_id, SENTINEL_METRIC))
+    now = int(time.time() * 1000)
+    for step in range(logged, len(history[SENTINEL_METRIC])):
+        client.log_batch(run_id, metrics=[Metric(k, v[step], now, step) for k, v in history.items()])
+
+
+def log_model(model: keras.Model, example: np.ndarray) -> None:
+    """Log the model as an MLflow model with signature and input example.
+
+    mlflow 3.17's log_model writes the input example before creating its folder (FileNotFoundError), so the
+    model is saved into a folder made first, then logged as the run's `model` artifact.
+    """
+    signature = infer_signature(example, keras.ops.convert_to_numpy(model(example, training=False)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        path.mkdir()
+        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example)
+        mlflow.log_artifacts(str(path), "model")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +14,7 @@ import keras
 import mlflow
 import numpy as np
 import tensorflow as tf
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from mlflow.entities import Metric
-from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
 from catdog import plots
@@ -28,13 +23,9 @@ from catdog.config import validate
 from catdog.dataset import Split, batches, configured_split, features
 from catdog.files import atomic_path, write_json, write_text
 from catdog.models import build_model, frozen_parts, parameter_counts, unfreeze_backbone
-from catdog.split import SPLITS
-from catdog.tracking import connect, data_version, flat_params, git_tags, tracking_uri
-
-log = logging.getLogger(__name__)
+from catdog.tracking import connect, log_model, log_pending_epochs, start_tracking, tracking_uri
 
 MONITOR = "val_accuracy"
-SENTINEL_METRIC = "loss"
 EXAMPLE_IMAGES = 2
 
 
@@ -100,15 +91,6 @@ def compile_model(model: keras.Model, cfg: DictConfig, optimizer: keras.optimize
     )
 
 
-def log_pending_epochs(run_id: str, history: History) -> None:
-    """Log to MLflow the epochs of `history` the run does not hold yet, all metrics of an epoch in one batch."""
-    client = mlflow.MlflowClient()
-    logged = len(client.get_metric_history(run_id, SENTINEL_METRIC))
-    now = int(time.time() * 1000)
-    for step in range(logged, len(history[SENTINEL_METRIC])):
-        client.log_batch(run_id, metrics=[Metric(k, v[step], now, step) for k, v in history.items()])
-
-
 def write_history_csv(path: Path, history: History) -> None:
     keys = sorted(history)
     rows = ["epoch," + ",".join(keys)]
@@ -136,26 +118,6 @@ def augmentation_preview(model: keras.Model, image: np.ndarray, samples: int) ->
     layer = model.get_layer("augmentation")
     views = [keras.ops.convert_to_numpy(layer(image[None].astype("float32"), training=True))[0] for _ in range(samples)]
     return plots.image_grid([views], [[f"#{i + 1}" for i in range(samples)]], "Augmentation preview")
-
-
-def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str) -> mlflow.ActiveRun:
-    """Continue the interrupted run, or open a new one with params, tags and config files."""
-    if state is not None:
-        log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
-        return mlflow.start_run(run_id=state.run_id)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.name)
-    mlflow.log_params(flat_params(cfg))
-    mlflow.set_tags(
-        {
-            "variant": cfg.name,
-            "data_version": data_version(Path(cfg.data.split_dir), SPLITS),
-            **git_tags(),
-        }
-    )
-    mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
-    if HydraConfig.initialized():
-        mlflow.log_artifacts(str(Path(HydraConfig.get().runtime.output_dir) / ".hydra"), "config/hydra")
-    return run
 
 
 def fit_phase(
@@ -232,20 +194,6 @@ def restore_best(model: keras.Model, checkpoints: Checkpoints, state: State) -> 
 def save_model(model: keras.Model, outputs: Outputs) -> None:
     with atomic_path(outputs.model) as tmp:
         model.save(tmp)
-
-
-def log_model(model: keras.Model, example: np.ndarray) -> None:
-    """Log the model as an MLflow model with signature and input example.
-
-    mlflow 3.17's log_model writes the input example before creating its folder (FileNotFoundError), so the
-    model is saved into a folder made first, then logged as the run's `model` artifact.
-    """
-    signature = infer_signature(example, keras.ops.convert_to_numpy(model(example, training=False)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model"
-        path.mkdir()
-        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example)
-        mlflow.log_artifacts(str(path), "model")
 
 
 def finish(
