@@ -146,3 +146,8 @@ def test_an_experiment_shows_its_test_accuracies(project) -> None:
     header, *rows = shown.splitlines()
     assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)
     assert any("three-epochs" in row for row in rows)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    tagged = client.search_runs(
+        [client.get_experiment_by_name("catdog-study").experiment_id], "tags.dvc_experiment = 'three-epochs'"
+    )
+    assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]

@@ -16,7 +16,7 @@ from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
 from catdog.split import SPLITS, majority_class, read_manifest
-from catdog.tracking import connect, data_version, git_tags, log_model, tracking_uri
+from catdog.tracking import connect, data_version, log_model, source_tags, tracking_uri
 from catdog.training import Outputs
 
 MAJORITY = "majority-class"
@@ -159,7 +159,7 @@ def compare(cfg: DictConfig) -> dict:
     figures = draw_figures(cfg, ranked, outcome, test, Path(cfg.compare.plots_dir))
     details = {"champion": champion, "n_test": len(test.labels), "models": rows, "pairwise": tests}
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare"):
-        mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **git_tags()})
+        mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **source_tags()})
         for name, row in rows.items():
             mlflow.log_metrics({f"{name}.test_accuracy": row["accuracy"], f"{name}.test_ci_low": row["ci_low"]})
         mlflow.log_text(report, "leaderboard.md")

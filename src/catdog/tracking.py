@@ -36,6 +36,9 @@ ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
 PARAM_VALUE_LIMIT = 6000
 SENTINEL_METRIC = "loss"
+# `dvc exp run` names its experiment in this variable; runs made by one carry the name in this tag.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+DVC_EXPERIMENT_TAG = "dvc_experiment"
 
 
 class TrackingUnavailable(RuntimeError):
@@ -118,13 +121,15 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
-def git_tags() -> dict[str, str]:
-    """The commit the code came from, and whether the work tree differed from it."""
+def source_tags() -> dict[str, str]:
+    """The commit the code came from, whether the work tree differed from it, and the DVC experiment it ran in."""
+    experiment = os.environ.get(DVC_EXPERIMENT_ENV)
+    tags = {DVC_EXPERIMENT_TAG: experiment} if experiment else {}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
+        return {"git_commit": "unknown", "git_dirty": "unknown", **tags}
     dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(), **tags}
 
 
 def data_version(split_dir: Path, splits: tuple[str, ...]) -> str:
@@ -143,7 +148,7 @@ def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str) -> 
         {
             "variant": cfg.name,
             "data_version": data_version(Path(cfg.data.split_dir), SPLITS),
-            **git_tags(),
+            **source_tags(),
         }
     )
     mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
