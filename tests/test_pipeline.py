@@ -105,11 +105,16 @@ def test_leaderboard_ranks_four_variants_and_the_majority_baseline(project) -> N
     assert "Pairwise McNemar" in board
 
 
+def study_store(root: Path) -> tuple[MlflowClient, str]:
+    """A client of the project's default MLflow store, and the id of the study's experiment in it."""
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("catdog-study").experiment_id
+
+
 def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) -> None:
     root, _ = project
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("catdog-study")
-    runs = client.search_runs([experiment.experiment_id])
+    client, experiment_id = study_store(root)
+    runs = client.search_runs([experiment_id])
     names = sorted(r.info.run_name for r in runs)
     assert names == sorted([*VARIANTS, "compare"])
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -146,8 +151,6 @@ def test_an_experiment_shows_its_test_accuracies(project) -> None:
     header, *rows = shown.splitlines()
     assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)
     assert any("three-epochs" in row for row in rows)
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    tagged = client.search_runs(
-        [client.get_experiment_by_name("catdog-study").experiment_id], "tags.dvc_experiment = 'three-epochs'"
-    )
+    client, experiment_id = study_store(root)
+    tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'three-epochs'")
     assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]

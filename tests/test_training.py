@@ -17,7 +17,6 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from omegaconf import DictConfig
 
 from catdog import training
 from catdog.checkpoints import Checkpoints
@@ -138,23 +137,6 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
         np.testing.assert_allclose(ours, initial, atol=first_step)
 
 
-def resumed_after_first_checkpoint(
-    cfg: DictConfig, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[np.ndarray], keras.Model]:
-    """Train `cfg` until its first checkpoint, then return that checkpoint's weights and the model a resume builds."""
-
-    def interrupt(run_id: str, history: dict) -> None:
-        raise KeyboardInterrupt("stopped after the first checkpoint")
-
-    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg)
-    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
-    state = checkpoints.load(training.fingerprint(cfg))
-    checkpointed = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
-    return checkpointed, training.prepare_model(cfg, state, checkpoints, steps=1)
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -168,7 +150,17 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     split_data: Path, monkeypatch: pytest.MonkeyPatch, overrides: tuple[str, ...]
 ) -> None:
     cfg = tiny_config(*overrides, "trainer.epochs=3", "trainer.ema_momentum=0.5")
-    averaged, model = resumed_after_first_checkpoint(cfg, monkeypatch)
+
+    def interrupt(run_id: str, history: dict) -> None:
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
+    state = checkpoints.load(training.fingerprint(cfg))
+    averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
+    model = training.prepare_model(cfg, state, checkpoints, steps=1)
     assert int(model.optimizer.iterations) == training.steps_per_epoch(cfg, training.load_data(cfg))
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged))
     model.optimizer.finalize_variable_values(model.trainable_variables)
