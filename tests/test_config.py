@@ -53,6 +53,7 @@ def test_command_line_overrides_beat_the_variant() -> None:
     [
         ("trainer.epochs=-1", "trainer.epochs", "an integer >= 1"),
         ("trainer.image_size=big", "trainer.image_size", "an integer >= 32"),
+        ("data.split_seed=-1", "data.split_seed", "an integer >= 0"),
         ("data.test_fraction=1.5", "data.test_fraction", "a number strictly between 0 and 1"),
         ("data.test_fraction=0", "data.test_fraction", "a number strictly between 0 and 1"),
         ("optimizer.learning_rate=-0.1", "optimizer.learning_rate", "a number > 0"),
