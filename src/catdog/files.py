@@ -6,32 +6,44 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 CHUNK_BYTES = 1 << 20
 FILE_MODE = 0o666
+TEMP_ATTEMPTS = 100
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(target: Path) -> Path:
+    """A new, empty file beside `target` under a random name, created with FILE_MODE so that the kernel applies
+    the process umask itself (reading the umask would mean changing it, under every other thread's feet)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(TEMP_ATTEMPTS):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp{target.suffix}")
+        try:
+            os.close(os.open(tmp, flags, FILE_MODE))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(
+        f"{target.parent}: no free temporary name for {target.name} after {TEMP_ATTEMPTS} tries; "
+        f"remove stale .{target.name}.*.tmp{target.suffix} files there"
+    )
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    The file ends with mode `0o666 & ~umask`, like any file the process creates with `open`.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(target)
     try:
         yield tmp_path
-        os.chmod(tmp_path, FILE_MODE & ~_umask())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
