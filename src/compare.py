@@ -3,11 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from catdog.compare import compare
+from catdog.config import reports_config_errors, validate
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@reports_config_errors
 def main(cfg: DictConfig) -> None:
+    validate(cfg)  # before TensorFlow is imported
+    from catdog.compare import compare
+
     details = compare(cfg)
     print(open(cfg.compare.leaderboard, encoding="utf-8").read())
     print(f"champion: {details['champion']} (registered as version {details['champion_version']})")

@@ -6,12 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from catdog import plots
-from catdog.config import validate
+from catdog.config import reports_config_errors, validate
 from catdog.files import write_json
 from catdog.split import data_report, make_split
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@reports_config_errors
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     data = cfg.data
@@ -24,6 +25,7 @@ def main(cfg: DictConfig) -> None:
         holdout_folder=data.holdout_folder,
         test_fraction=data.test_fraction,
         seed=data.split_seed,
+        min_holdout_per_class=data.min_holdout_per_class,
     )
     report = data_report(splits, list(data.classes), len(rejects))
     write_json(data.report_path, report)

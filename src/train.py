@@ -3,11 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from catdog.training import train
+from catdog.config import name_sweep_job, reports_config_errors, validate
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@reports_config_errors
 def main(cfg: DictConfig) -> float:
+    validate(cfg)  # before TensorFlow is imported: a mistyped value fails in about a second
+    name_sweep_job(cfg)
+    from catdog.training import train
+
     metrics = train(cfg)
     print(f"{cfg.name}: best val accuracy {metrics['best_val_accuracy']:.4f} after {metrics['epochs_run']} epochs")
     return metrics["best_val_accuracy"]

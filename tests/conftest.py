@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 KERAS_WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 TINY_SIZE = 32
-# The smallest input size Keras publishes MobileNetV2 ImageNet weights for.
-WEIGHTS_SIZE = 96
+# The study's transfer size: Keras keeps one ImageNet checkpoint per input size, and .ci/run seeds this one only.
+WEIGHTS_SIZE = 224
 CLASS_COLOURS = {"cats": (200, 60, 40), "dogs": (40, 80, 210)}
 TINY_COUNTS = {"train": 12, "validation": 8}
 
@@ -61,15 +61,18 @@ def zip_folder(folder: Path, archive: Path, extra: dict[str, bytes] | None = Non
     return archive
 
 
-def run_entry(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_entry(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the entry point `src/<script>` with Hydra overrides `args`, from `cwd`."""
     return subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env=env,
     )
 
 
 def expected_overrides(counts: dict[str, int] = TINY_COUNTS) -> list[str]:
-    return [f"data.expected.{folder}.{cls}={n}" for folder, n in counts.items() for cls in CLASS_COLOURS]
+    return [f"data.expected.{folder}.{cls}={n}" for folder, n in counts.items() for cls in CLASS_COLOURS] + [
+        "data.min_holdout_per_class=2"
+    ]
 
 
 @pytest.fixture
@@ -99,26 +102,37 @@ def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 @pytest.fixture
 def split_data(workdir: Path) -> Path:
-    """A tiny data set, downloaded-layout, split into manifests under the working folder."""
+    """A tiny data set, downloaded-layout, split into manifests under the working folder (with the study's split
+    settings, which training checks against its config)."""
     from catdog.split import make_split
 
     dataset = make_dataset(workdir / "data" / "raw")
-    make_split(dataset, workdir / "data" / "split", ["cats", "dogs"], "train", "validation", 0.5, seed=0)
+    split_dir = workdir / "data" / "split"
+    data = compose_config(CONF).data
+    make_split(
+        dataset, split_dir, ["cats", "dogs"], "train", "validation", data.test_fraction, seed=data.split_seed,
+        min_holdout_per_class=2,
+    )
     return workdir
 
 
-def tiny_config(variant: str, *overrides: str) -> DictConfig:
-    """A variant's config shrunk to seconds: tiny images, one epoch, random backbone weights."""
+def tiny_overrides(variant: str, outputs: str = "study") -> list[str]:
+    """Overrides that shrink a variant to seconds: tiny images, one epoch, random backbone weights; `outputs`
+    study writes where the study's train stage does (models/<name>/, metrics/, plots/)."""
     base = [
         f"variant={variant}",
         f"trainer.image_size={TINY_SIZE}",
         "trainer.epochs=1",
         "trainer.batch_size=8",
+        f"trainer.outputs={outputs}",
         *expected_overrides(),
     ]
-    if variant == "transfer":
-        base.append("model.net.weights=null")
-    return compose_config(CONF, base + list(overrides))
+    return base + (["model.net.weights=null"] if variant == "transfer" else [])
+
+
+def tiny_config(variant: str, *overrides: str) -> DictConfig:
+    """A variant's config shrunk to seconds (`tiny_overrides`), plus `overrides`."""
+    return compose_config(CONF, tiny_overrides(variant) + list(overrides))
 
 
 @pytest.fixture

@@ -1,14 +1,18 @@
-"""The comparison stage refuses missing or corrupt models clearly and writes nothing then."""
+"""The comparison stage: the champion is chosen on val, never test; missing or corrupt models fail clearly."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from catdog.compare import ModelLoadError, compare
-from conftest import tiny_config
+from catdog.training import Outputs
+from conftest import TINY_SIZE, tiny_config
 
 
 def assert_nothing_written(root: Path) -> None:
@@ -32,3 +36,47 @@ def test_a_corrupt_model_names_the_variant_and_path(split_data: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"variant 'baseline': model file .*model.keras could not be loaded"):
         compare(tiny_config("baseline"))
     assert_nothing_written(split_data)
+
+
+def colour_classifier(size: int, sign: float) -> keras.Model:
+    """A fixed model that calls an image a cat when it is redder than blue (sign 1): right on every tiny test
+    image, or wrong on every one (sign -1)."""
+    inputs = keras.Input((size, size, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    logits = keras.layers.Dense(2, name="logits")(pooled)
+    model = keras.Model(inputs, logits)
+    model.get_layer("logits").set_weights([sign * np.array([[1.0, -1.0], [0.0, 0.0], [-1.0, 1.0]]), np.zeros(2)])
+    return model
+
+
+def plant_variant(root: Path, cfg, variant: str, model: keras.Model, best_val_accuracy: float) -> None:
+    """A variant's study outputs as its train stage leaves them: the model, its metrics and its history."""
+    outputs = Outputs.study(cfg.trainer, variant)
+    outputs.model.parent.mkdir(parents=True, exist_ok=True)
+    model.save(outputs.model)
+    metrics = {"best_val_accuracy": best_val_accuracy, "best_val_loss": 0.5, "best_epoch": 3}
+    outputs.metrics.parent.mkdir(parents=True, exist_ok=True)
+    outputs.metrics.write_text(json.dumps(metrics))
+    outputs.history.parent.mkdir(parents=True, exist_ok=True)
+    outputs.history.write_text(f"epoch,val_accuracy\n1,{best_val_accuracy}\n")
+
+
+def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first(split_data: Path) -> None:
+    cfg = tiny_config("baseline")
+    # baseline is right on every test image but was worse on val; augmented is wrong on every one but led on val.
+    val = {"baseline": 0.60, "augmented": 0.90, "scaled": 0.70, "transfer": 0.65}
+    for variant, accuracy in val.items():
+        sign = 1.0 if variant == "baseline" else -1.0
+        plant_variant(split_data, cfg, variant, colour_classifier(TINY_SIZE, sign), accuracy)
+    details = compare(cfg)
+    assert details["models"]["baseline"]["accuracy"] == 1.0 and details["models"]["augmented"]["accuracy"] == 0.0
+    assert details["champion"] == "augmented"
+    version = MlflowClient().get_model_version_by_alias("catdog", "champion")
+    assert version.tags["variant"] == "augmented"
+    assert version.tags["chosen_by"].startswith("best validation accuracy")
+    assert float(version.tags["val_accuracy"]) == 0.90
+    board = (split_data / "reports" / "leaderboard.md").read_text()
+    assert "Champion: **augmented**" in board
+    assert "The validation pick is not the test leader: baseline scored 100.0% on test" in board
+    rows = [line for line in board.splitlines() if line.startswith("| 1 |")]
+    assert rows and "| baseline |" in rows[0] and "| 60.0% |" in rows[0]

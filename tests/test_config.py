@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException
 
+from omegaconf import OmegaConf
+
+from catdog import study
 from catdog.config import ConfigError, project_root, validate
-from catdog.study import compose_config, render, study_params
+from catdog.study import compose_config, composed_files
 from conftest import CONF, REPO, run_entry
 
 GROUPS = ["data", "model", "augment", "optimizer", "trainer", "tracking", "variant"]
@@ -85,6 +90,25 @@ def test_train_refuses_bad_config_before_reading_data_or_opening_a_run(tmp_path:
     assert not (tmp_path / "data").exists()
 
 
+def test_a_bad_value_fails_in_one_line_before_tensorflow_is_imported(tmp_path: Path) -> None:
+    fake = tmp_path / "shadow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("tensorflow was imported before the config was checked")\n')
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    for script in ("train.py", "compare.py"):
+        result = run_entry(script, "variant=baseline", "trainer.epochs=0", cwd=tmp_path, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == ["config error: trainer.epochs: got 0; expected an integer >= 1"]
+    full = run_entry("train.py", "trainer.epochs=0", cwd=tmp_path, env={**env, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr
+
+
+def test_early_stopping_has_no_monitor_setting_to_ignore() -> None:
+    """Early stopping and the saved model follow val accuracy; a `monitor` key that nothing read is gone."""
+    with pytest.raises(ConfigCompositionException, match="monitor"):
+        compose_config(CONF, ["trainer.early_stopping.monitor=val_loss"])
+
+
 def test_train_refuses_unknown_variant_with_hydra_message(tmp_path: Path) -> None:
     result = run_entry("train.py", "variant=fancy", cwd=tmp_path)
     assert result.returncode != 0
@@ -92,24 +116,75 @@ def test_train_refuses_unknown_variant_with_hydra_message(tmp_path: Path) -> Non
     assert "baseline" in result.stderr
 
 
-def test_params_yaml_is_generated_from_conf() -> None:
-    assert (REPO / "params.yaml").read_text() == render(study_params(CONF)), "run `python src/params.py`"
+def leaves(node: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of every leaf of a nested dict."""
+    keys = []
+    for key, value in node.items():
+        keys += leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
 
 
-def test_train_command_passes_every_knob_and_names_its_params() -> None:
+def test_every_study_setting_is_read_from_params_yaml() -> None:
+    """params.yaml is the one source of the study's settings: conf/ refers to each key, copies none."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    root = compose_config(CONF)
+    assert list(params["variants"]) == list(root.study.variants)
+    shared = [k for k in leaves(params) if not k.startswith("variants.")]
+    assert sorted(shared) == ["data.split_seed", "data.test_fraction", "seed"]
+    for variant, knobs in params["variants"].items():
+        raw = OmegaConf.to_container(compose_config(CONF, [f"variant={variant}"]), resolve=False)
+        for key in shared + leaves(knobs):
+            source = key if key in shared else f"variants.{variant}.{key}"
+            node = raw
+            for part in key.split("."):
+                node = node[part]
+            assert node == f"${{params:{source}}}", f"variant={variant}: {key} is {node!r}, not read from params.yaml"
+
+
+def test_a_missing_study_setting_names_params_yaml_and_the_key(tmp_path: Path, monkeypatch) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["variants"]["scaled"]["trainer"]["epochs"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(study, "PARAMS_FILE", tmp_path / "params.yaml")
+    with pytest.raises(Exception, match=r"params.yaml: no `variants.scaled.trainer.epochs`"):
+        compose_config(CONF, ["variant=scaled"]).trainer.epochs
+
+
+def test_stages_name_the_params_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     root = compose_config(CONF)
     train = stages["train"]
-    assert train["foreach"] == "${variants}"
-    for knob in root.study.variant_knobs:
-        assert f"{knob}=${{item.{knob}}}" in train["do"]["cmd"]
-    assert "seed=${seed}" in train["do"]["cmd"]
+    assert list(train["foreach"]) == list(root.study.variants)
+    assert train["do"]["cmd"] == "python src/train.py variant=${key} trainer.outputs=study"
     assert set(train["do"]["params"]) == {"seed", "variants.${key}"}
-    split_stage = stages["split"]
-    data_knobs = [knob for knob in root.study.shared_knobs if knob.startswith("data.")]
-    assert set(split_stage["params"]) == set(data_knobs), "the training seed must not reach the split"
-    for knob in data_knobs:
-        assert f"{knob}=${{{knob}}}" in split_stage["cmd"]
+    assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction"}, "the training seed must not reach the split"
+
+
+def conf_deps(deps: list[str], item: dict | None = None, key: str = "") -> set[Path]:
+    """The conf/ files among a stage's deps, with `${key}` and `${item.*}` filled in."""
+    found = set()
+    for dep in deps:
+        if dep.startswith("conf"):
+            dep = dep.replace("${key}", key)
+            for name, value in (item or {}).items():
+                dep = dep.replace(f"${{item.{name}}}", value)
+            found.add(REPO / dep)
+    return found
+
+
+def test_each_train_stage_depends_on_exactly_the_config_files_it_composes() -> None:
+    train = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
+    for variant, item in train["foreach"].items():
+        composed = {CONF.parent / p for p in composed_files(CONF, [f"variant={variant}"])}
+        assert conf_deps(train["do"]["deps"], item, variant) == composed, variant
+
+
+@pytest.mark.parametrize("stage", ["download", "split", "compare"])
+def test_other_stages_depend_on_config_files_they_compose(stage: str) -> None:
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    found = conf_deps(deps)
+    assert CONF / "config.yaml" in found and CONF / "data" / "cats_and_dogs.yaml" in found
+    assert found <= {CONF.parent / p for p in composed_files(CONF)}
 
 
 def test_top_level_plots_and_compare_cover_every_variant() -> None:
@@ -124,8 +199,8 @@ def test_top_level_plots_and_compare_cover_every_variant() -> None:
 
 def imported_modules(script: Path) -> set[str]:
     """The catdog modules `script` imports, directly or through other catdog modules."""
-    seen: set[str] = set()
-    todo = [script]
+    seen: set[str] = {"catdog"}  # the package's __init__ runs first, whatever the script imports
+    todo = [script, REPO / "src" / "catdog" / "__init__.py"]
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
@@ -145,7 +220,8 @@ def test_each_stage_depends_on_all_the_code_it_runs(stage: str) -> None:
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     spec = spec.get("do", spec)
     script = REPO / "src" / f"{stage}.py"
-    needed = {f"src/{m.replace('.', '/')}.py" for m in imported_modules(script)} | {f"src/{stage}.py"}
+    needed = {f"src/{m.replace('.', '/')}.py" for m in imported_modules(script) if m != "catdog"}
+    needed |= {f"src/{stage}.py", "src/catdog/__init__.py"}
     assert needed <= set(spec["deps"]), f"missing deps: {sorted(needed - set(spec['deps']))}"
 
 

@@ -77,3 +77,48 @@ def test_augmentation_changes_images_in_training_only() -> None:
     image = np.random.default_rng(1).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(image, training=False)), image)
     assert not np.allclose(keras.ops.convert_to_numpy(layer(image, training=True)), image)
+
+
+def two_dots(size: int) -> np.ndarray:
+    """A black image with a red dot right of its centre and a green one above it, each 2x2 pixels.
+
+    The green dot sits on the vertical axis, which a horizontal flip leaves in place: its angle about the centre
+    gives the rotation. The red one changes sides under the flip: the turn from red to green changes sign.
+    """
+    image = np.zeros((size, size, 3), dtype="float32")
+    middle, offset = size // 2 - 1, size // 6
+    image[middle : middle + 2, middle + offset : middle + offset + 2, 0] = 255.0
+    image[middle - offset : middle - offset + 2, middle : middle + 2, 1] = 255.0
+    return image
+
+
+def dot_angles(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the angle about the centre of the red and of the green dot's centroid, both within a central
+    disc that the rotation fills from inside the image, so that its reflected border cannot pull a centroid."""
+    size = images.shape[1]
+    centre = (size - 1) / 2
+    y, x = np.mgrid[:size, :size] - centre
+    inside = np.hypot(x, y) < size / 3
+
+    def angle(channel: np.ndarray) -> np.ndarray:
+        weights = channel * inside
+        return np.arctan2((weights * -y).sum((1, 2)), (weights * x).sum((1, 2)))
+
+    return angle(images[..., 0]), angle(images[..., 1])
+
+
+def test_flip_and_rotation_draw_independent_random_numbers() -> None:
+    size, copies = 64, 400
+    cfg = compose_config(CONF, ["variant=augmented", f"trainer.image_size={size}"])
+    layer = build_model(cfg, num_classes=2).get_layer("augmentation")
+    images = np.repeat(two_dots(size)[None], copies, axis=0)
+    red, green = dot_angles(keras.ops.convert_to_numpy(layer(images, training=True)))
+    turn = np.angle(np.exp(1j * (green - red)))  # red to green, in (-pi, pi]: +pi/2 unflipped, -pi/2 flipped
+    rotation = np.angle(np.exp(1j * (green - np.pi / 2)))
+    assert np.all(np.abs(np.abs(turn) - np.pi / 2) < 0.2), "the dots must stay a quarter turn apart"
+    flipped, positive = turn < 0, rotation > 0
+    # Flip p=0.5; rotation uniform in (-0.3, 0.2) of a turn: positive (one way or the other) 40% or 60% of the time.
+    assert 0.3 < flipped.mean() < 0.7
+    assert 0.3 < positive.mean() < 0.7
+    phi = np.corrcoef(flipped, positive)[0, 1]
+    assert abs(phi) < 0.2, f"flip and rotation are correlated: phi={phi:.2f}"

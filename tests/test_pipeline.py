@@ -42,17 +42,17 @@ def copy_project(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
-def shrink(project: Path, env: dict[str, str]) -> None:
+def shrink(project: Path) -> None:
     """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
         d["download"]["backoff_s"] = 0.01
+        d["min_holdout_per_class"] = 2
 
     edit_yaml(project / "conf/data/cats_and_dogs.yaml", data)
-    edit_yaml(project / "conf/trainer/default.yaml", lambda t: t.update(image_size=TINY_SIZE, batch_size=8))
     edit_yaml(project / "conf/model/transfer.yaml", lambda m: m["net"].update(weights=None))
-    sh(sys.executable, "src/params.py", cwd=project, env=env)
-    edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(epochs=1) for v in p["variants"].values()])
+    tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
+    edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
     )
-    shrink(project, env)
+    shrink(project)
     sh("git", "init", "-q", cwd=project, env=env)
     sh("git", "add", "-A", cwd=project, env=env)
     sh("git", "commit", "-qm", "tiny study", cwd=project, env=env)
@@ -154,3 +154,52 @@ def test_an_experiment_shows_its_test_accuracies(project) -> None:
     client, experiment_id = study_store(root)
     tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'three-epochs'")
     assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]
+
+
+def dvc_status(root: Path, env: dict[str, str]) -> set[str]:
+    """The stages `dvc status` says are out of date."""
+    return set(json.loads(sh(sys.executable, "-m", "dvc", "status", "--json", cwd=root, env=env)))
+
+
+def test_an_ad_hoc_run_leaves_the_study_outputs_alone(project) -> None:
+    root, env = project
+    before = {p: p.read_bytes() for p in (root / "metrics").glob("*.json")}
+    out = sh(sys.executable, "src/train.py", "variant=baseline", "trainer.epochs=2", cwd=root, env=env)
+    assert "written to outputs/" in out
+    assert len(list((root / "outputs").rglob("model.keras"))) == 1
+    assert {p: p.read_bytes() for p in (root / "metrics").glob("*.json")} == before
+    assert dvc_status(root, env) == set()
+
+
+def test_a_touched_variant_file_makes_only_its_train_stage_stale(project) -> None:
+    root, env = project
+    variant_file = root / "conf/variant/augmented.yaml"
+    original = variant_file.read_text()
+    try:
+        variant_file.write_text(original + "# a comment\n")
+        assert dvc_status(root, env) == {"train@augmented"}
+    finally:
+        variant_file.write_text(original)
+    assert dvc_status(root, env) == set()
+
+
+def test_an_applied_experiment_is_the_workspace_setting(project) -> None:
+    """After `dvc exp run -S` and `dvc exp apply`, the config a plain `python src/train.py` composes has the
+    experiment's value: params.yaml is its one source."""
+    root, env = project
+    dvc = (sys.executable, "-m", "dvc")
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
+    sh(*dvc, "exp", "run", "-n", "patience-3", "-S", "variants.scaled.trainer.early_stopping.patience=3", cwd=root, env=env)
+    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
+    sh(*dvc, "checkout", "--force", cwd=root, env=env)
+    assert "patience: 15" in (root / "params.yaml").read_text()
+    sh(*dvc, "exp", "apply", "patience-3", cwd=root, env=env)
+    composed = sh(
+        sys.executable, "-c",
+        "from pathlib import Path; from catdog.study import compose_config; "
+        "print(compose_config(Path('conf'), ['variant=scaled']).trainer.early_stopping.patience)",
+        cwd=root, env={**env, "PYTHONPATH": str(root / "src")},
+    )
+    assert composed.strip() == "3"
+    assert dvc_status(root, env) == set()

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from catdog.config import ConfigError
 from catdog.split import data_report, make_split, read_manifest
 from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
 CLASSES = ["cats", "dogs"]
 
 
-def split(dataset: Path, out: Path, seed: int = 0, fraction: float = 0.5):
-    return make_split(dataset, out, CLASSES, "train", "validation", fraction, seed)
+# The tiny hold-out has 8 images per class; at least 2 in val and in test allows test fractions 0.25 to 0.75.
+MIN_HOLDOUT = 2
+
+
+def split(dataset: Path, out: Path, seed: int = 0, fraction: float = 0.5, min_holdout: int = MIN_HOLDOUT):
+    return make_split(dataset, out, CLASSES, "train", "validation", fraction, seed, min_holdout_per_class=min_holdout)
+
+
+def snapshot(*folders: Path) -> dict[Path, tuple[bytes, int]]:
+    """Every file under `folders` with its bytes and modification time."""
+    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()]
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+
+def allowed_range(message: str) -> tuple[float, float]:
+    found = re.search(r"set data\.test_fraction from ([0-9.]+) to ([0-9.]+)", message)
+    assert found, f"no allowed range in: {message}"
+    return float(found[1]), float(found[2])
 
 
 @pytest.fixture
@@ -106,3 +124,58 @@ def test_report_counts_and_majority_baseline(dataset: Path, tmp_path: Path) -> N
 def test_missing_data_set_says_which_stage_to_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dvc repro download"):
         split(tmp_path / "absent", tmp_path / "s")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "val", "test"),
+    [(0.999, {"cats": 0, "dogs": 0}, {"cats": 8, "dogs": 8}), (0.1, {"cats": 7, "dogs": 7}, {"cats": 1, "dogs": 1})],
+)
+def test_a_fraction_starving_val_or_test_fails_before_writing(
+    dataset: Path, tmp_path: Path, fraction: float, val: dict[str, int], test: dict[str, int]
+) -> None:
+    out = tmp_path / "s"
+    split(dataset, out)
+    before = snapshot(out)
+    with pytest.raises(ConfigError) as failure:
+        split(dataset, out, fraction=fraction)
+    message = str(failure.value)
+    assert message.startswith(f"data.test_fraction: got {fraction}")
+    assert f"val {val}" in message and f"test {test}" in message
+    assert "at least 2 (data.min_holdout_per_class)" in message
+    assert allowed_range(message) == (0.25, 0.75)
+    assert snapshot(out) == before
+
+
+def test_every_fraction_in_the_stated_range_works(dataset: Path, tmp_path: Path) -> None:
+    for path in sorted((dataset / "validation" / "dogs").iterdir())[:2]:
+        path.unlink()  # classes of 8 and 6: the smaller one bounds the range
+    with pytest.raises(ConfigError, match=r"hold-out images per class: \{'cats': 8, 'dogs': 6\}") as failure:
+        split(dataset, tmp_path / "bad", fraction=0.9)
+    low, high = allowed_range(str(failure.value))
+    assert (low, high) == (0.334, 0.666)
+    for fraction in (low, (low + high) / 2, high):
+        splits, _ = split(dataset, tmp_path / f"ok{fraction}", fraction=fraction)
+        for name in ("val", "test"):
+            assert all(sum(e.label == c for e in splits[name]) >= MIN_HOLDOUT for c in CLASSES), (fraction, name)
+
+
+def test_too_few_holdout_images_for_any_fraction_says_so(dataset: Path, tmp_path: Path) -> None:
+    expected = "No fraction can work: the smallest class has 8 hold-out images and needs at least 10"
+    with pytest.raises(ConfigError, match=expected):
+        split(dataset, tmp_path / "s", min_holdout=5)
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_split_stage_refuses_a_bad_fraction_and_keeps_its_outputs(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data" / "raw")
+    first = run_entry("split.py", *expected_overrides(), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    outputs = [tmp_path / "data" / "split", tmp_path / "metrics", tmp_path / "plots"]
+    before = snapshot(*outputs)
+    assert {p.name for p in before} >= {"train.csv", "val.csv", "test.csv", "rejects.csv", "data.json", "samples.png"}
+    result = run_entry("split.py", *expected_overrides(), "data.test_fraction=0.999", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "data.test_fraction: got 0.999" in result.stderr
+    assert "val {'cats': 0, 'dogs': 0}" in result.stderr
+    assert "set data.test_fraction from 0.25 to 0.75" in result.stderr
+    assert snapshot(*outputs) == before

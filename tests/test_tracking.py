@@ -6,13 +6,17 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from catdog.tracking import TrackingUnavailable, flat_params, tracking_uri
+from catdog.tracking import TrackingUnavailable, check_reachable, flat_params, tracking_uri
 from catdog.training import train
 from conftest import REPO, expected_overrides, tiny_config
 
@@ -23,6 +27,62 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def health_server() -> Iterator[Callable[[int], str]]:
+    """Start real HTTP servers on 127.0.0.1 answering `/health` with a given status; each call returns its URI."""
+    running: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(status: int) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                code = HTTPStatus(status) if self.path == "/health" else HTTPStatus.NOT_FOUND
+                body = code.phrase.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        running.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in running:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (401, "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"),
+        (403, "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"),
+        (404, "not an MLflow tracking server at that path"),
+        (500, "see the tracking server's log"),
+        (503, "see the tracking server's log"),
+    ],
+)
+def test_a_server_answering_an_http_error_is_reported_as_that(health_server, status: int, hint: str) -> None:
+    uri = health_server(status)
+    with pytest.raises(TrackingUnavailable) as failure:
+        check_reachable(uri, timeout_s=5)
+    message = str(failure.value)
+    assert f"HTTP {status} {HTTPStatus(status).phrase}" in message
+    assert uri in message
+    assert hint in message
+    assert "did not answer" not in message
+
+
+def test_a_healthy_server_passes_the_check(health_server) -> None:
+    check_reachable(health_server(200), timeout_s=5)
 
 
 def test_an_absent_tracking_server_fails_fast_naming_the_uri(split_data: Path, monkeypatch) -> None:
@@ -48,7 +108,7 @@ def test_environment_beats_config_and_default_is_absolute(tmp_path: Path, monkey
 def test_params_are_the_flattened_resolved_config() -> None:
     params = flat_params(tiny_config("transfer"))
     assert params["model.net.weights"] == "None"
-    assert params["trainer.checkpoint_dir"] == "checkpoints/transfer"
+    assert params["trainer.checkpoint_dir"] == "checkpoints/study/transfer"
     assert params["augment.rotation"] == "[-0.3, 0.2]"
 
 

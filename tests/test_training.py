@@ -20,9 +20,9 @@ from mlflow import MlflowClient
 
 from catdog import training
 from catdog.checkpoints import Checkpoints
-from catdog.dataset import batches, load_split
+from catdog.dataset import EpochClock, Split, batches, load_split
 from catdog.models import build_model
-from catdog.split import read_manifest
+from catdog.split import data_version, read_manifest
 from catdog.training import TrainingDiverged, train
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 
@@ -158,7 +158,7 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
-    state = checkpoints.load(training.fingerprint(cfg))
+    state = checkpoints.load(training.fingerprint(cfg, data_version(split_data / "data" / "split")))
     averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
     model = training.prepare_model(cfg, state, checkpoints, steps=1)
     assert int(model.optimizer.iterations) == training.steps_per_epoch(cfg, training.load_data(cfg))
@@ -166,6 +166,61 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     model.optimizer.finalize_variable_values(model.trainable_variables)
     for ours, saved in zip(model.get_weights(), averaged, strict=True):
         np.testing.assert_array_equal(ours, saved)
+
+
+def test_each_epochs_order_depends_on_the_seed_and_epoch_only() -> None:
+    split = Split(np.zeros((20, 1, 1, 3), "uint8"), np.arange(20, dtype="int32"), ())
+    clock = EpochClock()
+    ds = batches(split, 8, shuffle=True, seed=3, epoch=clock.epoch)
+
+    def order(epoch: int) -> list[int]:
+        clock.on_epoch_begin(epoch)
+        return [int(i) for _, labels in ds for i in labels]
+
+    first = [order(e) for e in (0, 1, 2)]
+    assert [order(e) for e in (2, 1, 0)] == first[::-1], "a pass must depend on the epoch, not on passes before it"
+    assert all(sorted(o) == list(range(20)) for o in first) and len({tuple(o) for o in first}) == 3
+    assert order(1) == [int(i) for _, labels in batches(split, 8, shuffle=True, seed=3, epoch=1) for i in labels]
+    assert order(1) != [int(i) for _, labels in batches(split, 8, shuffle=True, seed=4, epoch=1) for i in labels]
+
+
+def outputs_of(workdir: Path, name: str) -> tuple[str, list[np.ndarray]]:
+    """A finished run's history.csv and the weights of its saved model."""
+    model = keras.models.load_model(workdir / "models" / name / "model.keras")
+    return (workdir / "plots" / name / "history.csv").read_text(), model.get_weights()
+
+
+@pytest.mark.parametrize("killed_after", [1, 2])
+def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
+    split_data: Path, monkeypatch: pytest.MonkeyPatch, killed_after: int
+) -> None:
+    # Dropout, augmentation and weight averaging: every random stream and the optimizer state must carry over.
+    cfg = tiny_config("augmented", "trainer.epochs=4", "trainer.early_stopping.enabled=false")
+    train(cfg)  # the uninterrupted run; finished, it leaves no checkpoint, so the next one starts afresh
+    expected_history, expected_weights = outputs_of(split_data, cfg.name)
+
+    def stop_after_checkpoint(run_id: str, history: dict) -> None:
+        """Stands in for a SIGKILL once epoch `killed_after` is checkpointed and reported."""
+        log_pending_epochs(run_id, history)
+        if len(history["loss"]) == killed_after:
+            raise KeyboardInterrupt(f"killed after epoch {killed_after}")
+
+    log_pending_epochs = training.log_pending_epochs
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "log_pending_epochs", stop_after_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    checkpointed = json.loads((Path(cfg.trainer.checkpoint_dir) / "state.json").read_text())
+    assert len(checkpointed["history"]["loss"]) == killed_after
+    train(cfg)
+    runs = MlflowClient().search_runs(
+        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{cfg.name}'"
+    )
+    assert [r.info.status for r in runs] == ["FINISHED"] * 2, "the restart must continue the interrupted run"
+    history, weights = outputs_of(split_data, cfg.name)
+    assert history == expected_history
+    for ours, theirs in zip(weights, expected_weights, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
@@ -202,11 +257,11 @@ def train_command(*overrides: str) -> list[str]:
 
 def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path, isolated_mlflow: str) -> None:
     overrides = ["variant=baseline", "trainer.image_size=64", "trainer.batch_size=1", "trainer.epochs=4",
-                 "trainer.early_stopping.enabled=false"]
+                 "trainer.early_stopping.enabled=false", "trainer.outputs=study"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow}
     proc = subprocess.Popen(train_command(*overrides), cwd=split_data, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = split_data / "checkpoints" / "baseline" / "state.json"
+    state = split_data / "checkpoints" / "study" / "baseline" / "state.json"
     deadline = time.monotonic() + 240
     while not (state.is_file() and len(json.loads(state.read_text())["history"]["loss"]) >= 1):
         assert proc.poll() is None, "training ended before it could be killed"

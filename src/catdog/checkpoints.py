@@ -23,7 +23,8 @@ History = dict[str, list[float]]
 
 @dataclass
 class State:
-    """What a restarted run needs: the config it belongs to, its MLflow run, its history, phase and time so far."""
+    """What a restarted run needs: the config it belongs to, its MLflow run, its history, phase and time so far, and
+    the states of the model's random seed generators, which the model file leaves out (see `seed_variables`)."""
 
     fingerprint: str
     run_id: str
@@ -33,6 +34,7 @@ class State:
     history: History = field(default_factory=dict)
     model_file: str | None = None
     best_file: str | None = None
+    seeds: list[list[int]] = field(default_factory=list)
 
     @property
     def epochs_done(self) -> int:
@@ -62,6 +64,7 @@ class Checkpoints:
         epoch = state.epochs_done
         model_file = f"epoch-{epoch:04d}.keras"
         model.save(self.directory / model_file)
+        state.seeds = seed_states(model)
         if improved:
             best_file = f"best-{epoch:04d}.weights.h5"
             model.save_weights(self.directory / best_file)
@@ -75,6 +78,31 @@ class Checkpoints:
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def seed_variables(model: keras.Model) -> list[keras.Variable]:
+    """The state variables of the model's random seed generators (dropout, augmentation), in layer order.
+
+    Keras counts them among a model's `variables` but not its `weights`, and `model.save` stores only weights:
+    `load_model` restarts each generator at draw 0 (and one seeded from Python's random module, like Dropout's
+    without a seed, at a new seed), so without them a resumed run would draw other dropout masks and augmentations.
+    """
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def seed_states(model: keras.Model) -> list[list[int]]:
+    """Each seed generator's state: its seed and how many draws it made."""
+    return [keras.ops.convert_to_numpy(v).tolist() for v in seed_variables(model)]
+
+
+def restore_seed_states(model: keras.Model, states: list[list[int]]) -> None:
+    """Set the model's seed generators to `states` (from `seed_states` of the same architecture); none to set
+    leaves them as loaded (a checkpoint written before seeds were saved)."""
+    if not states:
+        return
+    for variable, state in zip(seed_variables(model), states, strict=True):
+        variable.assign(state)
 
 
 def best_epoch(values: list[float]) -> int | None:

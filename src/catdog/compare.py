@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import keras
@@ -15,11 +16,11 @@ from catdog.config import validate
 from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
-from catdog.split import SPLITS, majority_class, read_manifest
-from catdog.tracking import connect, data_version, log_model, source_tags, tracking_uri
+from catdog.leaderboard import CHOSEN_BY, MAJORITY, dvc_metrics, leaderboard
+from catdog.split import data_version, majority_class, read_manifest
+from catdog.tracking import connect, log_model, source_tags, tracking_uri
 from catdog.training import Outputs
 
-MAJORITY = "majority-class"
 MISCLASSIFIED_SHOWN = 16
 MISCLASSIFIED_COLUMNS = 8
 
@@ -30,7 +31,7 @@ class ModelLoadError(RuntimeError):
 
 def load_variant(cfg: DictConfig, variant: str) -> keras.Model:
     """The trained model of `variant`, or an error naming the variant, the path and the fix."""
-    path = Outputs.for_run(cfg.trainer, variant).model
+    path = Outputs.study(cfg.trainer, variant).model
     fix = f"run `dvc repro train@{variant}` (or `python src/train.py variant={variant}`)"
     if not path.is_file():
         raise ModelLoadError(f"variant {variant!r}: model file {path} not found; {fix}")
@@ -39,6 +40,24 @@ def load_variant(cfg: DictConfig, variant: str) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
         raise ModelLoadError(f"variant {variant!r}: model file {path} could not be loaded ({exc}); {fix}") from exc
+
+
+def validation_scores(cfg: DictConfig, variants: list[str]) -> dict[str, dict]:
+    """Each variant's best val accuracy and loss, from the metrics its training run wrote."""
+    scores = {}
+    for variant in variants:
+        path = Outputs.study(cfg.trainer, variant).metrics
+        if not path.is_file():
+            raise ModelLoadError(f"variant {variant!r}: metrics file {path} not found; run `dvc repro train@{variant}`")
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        scores[variant] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
+    return scores
+
+
+def pick_champion(val: dict[str, dict]) -> str:
+    """The variant with the best val accuracy; ties go to the lower val loss, then to the first listed."""
+    order = list(val)
+    return min(val, key=lambda v: (-val[v]["best_val_accuracy"], val[v]["best_val_loss"], order.index(v)))
 
 
 def input_size(model: keras.Model) -> int:
@@ -69,37 +88,10 @@ def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], tests: dict[in
     return rows, {"correct": correct, "predictions": predictions}
 
 
-def leaderboard(ranked: list[tuple[str, dict]], tests: list[dict], n_test: int, version: str) -> str:
-    """The Markdown report: ranking with intervals, per-class scores and which differences are significant."""
-    lines = [
-        "# Leaderboard (held-out test split)",
-        "",
-        f"{n_test} test images, data version `{version}`. Accuracy with a 95% Wilson interval; "
-        "differences tested pairwise with exact McNemar tests, Holm-adjusted (α = 0.05).",
-        "",
-        "| rank | model | accuracy | 95% CI | loss | " + " | ".join(f"{c} P / R / F1" for c in ranked[0][1]["per_class"]) + " |",
-        "|---|---|---|---|---|" + "---|" * len(ranked[0][1]["per_class"]),
-    ]
-    for rank, (name, row) in enumerate(ranked, start=1):
-        loss = "–" if row["loss"] is None else f"{row['loss']:.3f}"
-        per_class = " | ".join(
-            f"{m['precision']:.2f} / {m['recall']:.2f} / {m['f1']:.2f}" for m in row["per_class"].values()
-        )
-        lines.append(
-            f"| {rank} | {name} | {row['accuracy']:.1%} | {row['ci_low']:.1%} – {row['ci_high']:.1%} | {loss} | {per_class} |"
-        )
-    lines += ["", "## Pairwise McNemar tests", "", "| A | B | only A right | only B right | p | p (Holm) | significant |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for t in tests:
-        verdict = "yes" if t["significant"] else "no"
-        lines.append(
-            f"| {t['a']} | {t['b']} | {t['only_a_right']} | {t['only_b_right']} | {t['p_value']:.3g} | {t['p_holm']:.3g} | {verdict} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def draw_figures(cfg: DictConfig, ranked: list[tuple[str, dict]], outcome: dict, test: Split, dest: Path) -> dict[str, Path]:
-    """Confusion matrices, accuracy bars, validation curves and the best model's mistakes, as PNG files."""
+def draw_figures(
+    cfg: DictConfig, ranked: list[tuple[str, dict]], outcome: dict, test: Split, champion: str, dest: Path
+) -> dict[str, Path]:
+    """Confusion matrices, accuracy bars, validation curves and the champion's mistakes, as PNG files."""
     classes = list(cfg.data.classes)
     models = [name for name, _ in ranked if name != MAJORITY]
     figures = {
@@ -111,7 +103,7 @@ def draw_figures(cfg: DictConfig, ranked: list[tuple[str, dict]], outcome: dict,
             {n: read_history(Path(cfg.trainer.plots_dir) / n / "history.csv") for n in models}
         ),
     }
-    best = models[0]
+    best = champion
     wrong = np.flatnonzero(~outcome["correct"][best])[:MISCLASSIFIED_SHOWN]
     if len(wrong):
         rows = [wrong[i : i + MISCLASSIFIED_COLUMNS] for i in range(0, len(wrong), MISCLASSIFIED_COLUMNS)]
@@ -129,14 +121,21 @@ def read_history(path: Path) -> list[float]:
         return [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
 
 
-def register_champion(cfg: DictConfig, name: str, model: keras.Model, row: dict, example: np.ndarray) -> str:
-    """Log the winning model in the comparison run, register it, and point the champion alias at it."""
+def register_champion(
+    cfg: DictConfig, name: str, model: keras.Model, row: dict, val: dict, example: np.ndarray
+) -> str:
+    """Log the champion in the comparison run, register it, and point the champion alias at it."""
     log_model(model, example)
     run_id = mlflow.active_run().info.run_id
     version = mlflow.register_model(f"runs:/{run_id}/model", cfg.tracking.registered_model)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(cfg.tracking.registered_model, cfg.tracking.champion_alias, version.version)
-    tags = {"variant": name, "test_accuracy": f"{row['accuracy']:.4f}"}
+    tags = {
+        "variant": name,
+        "chosen_by": CHOSEN_BY,
+        "val_accuracy": f"{val['best_val_accuracy']:.4f}",
+        "test_accuracy": f"{row['accuracy']:.4f}",
+    }
     for key, value in tags.items():
         client.set_model_version_tag(cfg.tracking.registered_model, version.version, key, value)
     return version.version
@@ -148,16 +147,24 @@ def compare(cfg: DictConfig) -> dict:
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     variants = list(cfg.study.variants)
     models = {v: load_variant(cfg, v) for v in variants}
+    val = validation_scores(cfg, variants)
+    champion = pick_champion(val)
     splits = test_splits(cfg, {input_size(m) for m in models.values()})
     rows, outcome = evaluate_all(cfg, models, splits)
     ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
-    champion = next(name for name, _ in ranked if name != MAJORITY)
     test = splits[input_size(models[champion])]
     tests = pairwise_tests(outcome["correct"])
-    version = data_version(Path(cfg.data.split_dir), SPLITS)
-    report = leaderboard(ranked, tests, len(test.labels), version)
-    figures = draw_figures(cfg, ranked, outcome, test, Path(cfg.compare.plots_dir))
-    details = {"champion": champion, "n_test": len(test.labels), "models": rows, "pairwise": tests}
+    version = data_version(Path(cfg.data.split_dir))
+    report = leaderboard(ranked, tests, len(test.labels), version, champion, val)
+    figures = draw_figures(cfg, ranked, outcome, test, champion, Path(cfg.compare.plots_dir))
+    details = {
+        "champion": champion,
+        "chosen_by": CHOSEN_BY,
+        "n_test": len(test.labels),
+        "validation": val,
+        "models": rows,
+        "pairwise": tests,
+    }
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare"):
         mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **source_tags()})
         for name, row in rows.items():
@@ -167,23 +174,9 @@ def compare(cfg: DictConfig) -> dict:
         for path in figures.values():
             mlflow.log_artifact(str(path), "figures")
         details["champion_version"] = register_champion(
-            cfg, champion, models[champion], rows[champion], test.images[:2].astype("float32")
+            cfg, champion, models[champion], rows[champion], val[champion], test.images[:2].astype("float32")
         )
     write_json(cfg.compare.details, details)
     write_text(cfg.compare.leaderboard, report)
-    write_json(cfg.compare.metrics, dvc_metrics(ranked))
+    write_json(cfg.compare.metrics, dvc_metrics(ranked, val))
     return details
-
-
-def dvc_metrics(ranked: list[tuple[str, dict]]) -> dict[str, dict[str, float | int | None]]:
-    """Scalars only, per model, for `dvc metrics diff` and `dvc exp show`."""
-    return {
-        name: {
-            "rank": rank,
-            "test_accuracy": row["accuracy"],
-            "test_ci_low": row["ci_low"],
-            "test_ci_high": row["ci_high"],
-            "test_loss": row["loss"],
-        }
-        for rank, (name, row) in enumerate(ranked, start=1)
-    }

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
 LR_SCHEDULES = ("constant", "cosine")
+OUTPUTS = ("adhoc", "study")
 MIN_IMAGE_SIZE = 32
 EXPERIMENT_TEMP_DIR = (".dvc", "tmp", "exps")
 
@@ -31,6 +40,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.split_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
+    "data.min_holdout_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.image_size": (lambda v: _is_int(v) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),
@@ -40,6 +50,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.steps_per_execution": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.ema_momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1); 0 turns averaging off"),
     "model.preprocess": (lambda v: v in PREPROCESS_OPTIONS, f"one of {', '.join(PREPROCESS_OPTIONS)}"),
+    "trainer.outputs": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
 }
 
 
@@ -60,7 +71,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.get("cache_features") and cfg.augment.enabled:
         problems.append("model.cache_features: got true with augment=on; cached features need augment=off")
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        raise ConfigError("\n".join(problems))
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -72,3 +83,45 @@ def project_root(start: Path | None = None) -> Path:
         if parts[i : i + len(EXPERIMENT_TEMP_DIR)] == EXPERIMENT_TEMP_DIR:
             return Path(*parts[:i])
     return root
+
+
+def reports_config_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap an entry point so a config mistake prints one line per problem and exits 2, with no traceback
+    (`HYDRA_FULL_ERROR=1` shows it)."""
+
+    @functools.wraps(main)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return main(cfg)
+        except (ConfigError, OmegaConfBaseException) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            # OmegaConf adds the key and object type on lines of their own; its first line names the problem.
+            lines = str(exc).splitlines() if isinstance(exc, ConfigError) else str(exc).splitlines()[:1]
+            for line in lines:
+                print(f"config error: {line}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def swept_keys(argv: list[str]) -> list[str]:
+    """The keys a command line sweeps over (`optimizer.learning_rate=1e-3,3e-4` → optimizer.learning_rate)."""
+    parsed = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def name_sweep_job(cfg: DictConfig) -> None:
+    """In a `--multirun` sweep, suffix the run's name with this job's values of the swept keys, so no two jobs
+    share outputs, checkpoints or an MLflow run name (`cnn-augment_off-optimizer.learning_rate=0.001`); where
+    the command line is not at hand (a launcher's worker process), with the job's number."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra = HydraConfig.get()
+    job = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
+    try:
+        swept = [k for k in swept_keys(sys.argv[1:]) if k in job and k != "name"]
+    except OverrideParseException:  # not a Hydra command line: this process is a launcher's worker
+        swept = []
+    suffix = ",".join(f"{k}={job[k]}" for k in swept) or f"job{hydra.job.num}"
+    cfg.name = f"{cfg.name}-{suffix}"

@@ -76,16 +76,42 @@ def configured_split(data: DictConfig, name: str, image_size: int) -> Split:
     return load_split(manifest, Path(data.dataset_dir), list(data.classes), image_size, Path(data.cache_dir))
 
 
-def batches(split: Split, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """Float32 image batches with labels; shuffling permutes indices, never copies images into a buffer."""
+class EpochClock(keras.callbacks.Callback):
+    """The epoch `fit` is in, in a variable that shuffled `batches` read: set as each epoch begins.
+
+    Keras numbers epochs from `initial_epoch`, so a resumed fit sets the epoch the interrupted one would have.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.assign(epoch)
+
+
+def batches(
+    split: Split, batch_size: int, *, shuffle: bool, seed: int, epoch: tf.Variable | int = 0
+) -> tf.data.Dataset:
+    """Float32 image batches with labels; shuffling permutes indices, never copies images into a buffer.
+
+    Shuffled, a pass over the dataset serves `epoch`'s order (an `EpochClock`'s variable, or a fixed number): a
+    pure function of (seed, epoch), whatever this process iterated before, so a resumed run sees the orders the
+    uninterrupted one saw. Each batch maps its positions to indices through `index_shuffle`'s permutation.
+    """
     images = tf.constant(split.images)
     labels = tf.constant(split.labels)
-    ds = tf.data.Dataset.range(len(split.labels))
+    ds = tf.data.Dataset.range(len(split.labels)).batch(batch_size)
     if shuffle:
-        ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+        ds = ds.map(lambda positions: epoch_order(positions, len(split.labels), seed, epoch))
     ds = ds.map(lambda idx: (tf.cast(tf.gather(images, idx), tf.float32), tf.gather(labels, idx)))
     return ds.with_options(untuned())
+
+
+def epoch_order(positions: tf.Tensor, size: int, seed: int, epoch: tf.Variable | int) -> tf.Tensor:
+    """The indices at `positions` in epoch `epoch`'s permutation of `range(size)`, the one keyed by (seed, epoch)."""
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.index_shuffle(positions, seed=key, max_index=size - 1)
 
 
 def untuned() -> tf.data.Options:

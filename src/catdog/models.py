@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -14,14 +17,24 @@ SCALE = "scale_to_unit_range"
 
 
 def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
-    """RandomFlip + RandomRotation, active in training only."""
+    """RandomFlip + RandomRotation, active in training only, each with its own seed from `layer_seeds`."""
+    flip_seed, rotation_seed = layer_seeds(seed, 2)
     return keras.Sequential(
         [
-            keras.layers.RandomFlip(cfg.flip, seed=seed),
-            keras.layers.RandomRotation(factor=tuple(cfg.rotation), seed=seed),
+            keras.layers.RandomFlip(cfg.flip, seed=flip_seed),
+            keras.layers.RandomRotation(factor=tuple(cfg.rotation), seed=rotation_seed),
         ],
         name="augmentation",
     )
+
+
+def layer_seeds(seed: int, count: int) -> list[int]:
+    """`count` seeds derived from the run's `seed` by NumPy's SeedSequence: the same for the same seed, distinct from
+    one another and from other runs' (seed and seed + 1 would give the next run's first stream to this one's second).
+
+    Two random layers given one seed draw the same numbers, so every flipped image would also turn the same way.
+    """
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(count)]
 
 
 def preprocessing(kind: str) -> keras.layers.Layer | None:
@@ -98,7 +111,8 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
     if scale is not None:
         x = scale(x)
     net = instantiate(cfg.model.net, input_shape=(size, size, CHANNELS), num_classes=num_classes)
-    return keras.Model(inputs, net(x), name=cfg.name)
+    # A sweep job's name holds its overrides (`=`, `,`), which Keras refuses in a model's name.
+    return keras.Model(inputs, net(x), name=re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.name))
 
 
 def unfreeze_backbone(model: keras.Model, from_layer: int) -> None:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from catdog.files import atomic_path, sha256_file
+from catdog.config import ConfigError
+from catdog.files import atomic_path, sha256_file, sha256_files, write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = ("path", "label", "sha256")
 ACCEPTED_FORMATS = ("JPEG", "PNG")
+SETTINGS_FILE = "split.json"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,47 @@ def stratified_split(entries: list[Entry], test_fraction: float, seed: int) -> t
     return sorted(val, key=lambda e: e.path), sorted(test, key=lambda e: e.path)
 
 
+def safe_test_fractions(holdout_counts: dict[str, int], min_per_class: int) -> tuple[float, float] | None:
+    """The closed range of test fractions that leaves every class at least `min_per_class` images in val and in test.
+
+    `stratified_split` puts `round(n * f)` of a class's `n` images in test: `m/n <= f <= (n - m)/n` keeps both
+    sides at `m` or more, and the smallest class bounds it. The bounds are rounded inwards to three decimals, so
+    each printed end works too. None when no fraction can work.
+    """
+    smallest = min(holdout_counts.values(), default=0)
+    if smallest < 2 * min_per_class:
+        return None
+    low = math.ceil(1000 * min_per_class / smallest) / 1000
+    high = math.floor(1000 * (smallest - min_per_class) / smallest) / 1000
+    return (low, high) if low <= high else None
+
+
+def check_holdout(
+    val: Sequence[Entry], test: Sequence[Entry], classes: Sequence[str], test_fraction: float, min_per_class: int
+) -> None:
+    """Refuse a split that leaves any class fewer than `min_per_class` images in val or in test."""
+    val_counts, test_counts = class_counts(val, classes), class_counts(test, classes)
+    if all(min(val_counts[c], test_counts[c]) >= min_per_class for c in classes):
+        return
+    holdout = {c: val_counts[c] + test_counts[c] for c in classes}
+    allowed = safe_test_fractions(holdout, min_per_class)
+    if allowed is None:
+        fix = (
+            f"No fraction can work: the smallest class has {min(holdout.values())} hold-out images and needs at least "
+            f"{2 * min_per_class}; lower data.min_holdout_per_class"
+        )
+    else:
+        fix = (
+            f"For this data (hold-out images per class: {holdout}) set data.test_fraction from {allowed[0]} to "
+            f"{allowed[1]}, or lower data.min_holdout_per_class"
+        )
+    raise ConfigError(
+        f"data.test_fraction: got {test_fraction!r}, which would split the hold-out into val {val_counts} and "
+        f"test {test_counts}; each class needs at least {min_per_class} (data.min_holdout_per_class) in val and in "
+        f"test. {fix}. Nothing was written."
+    )
+
+
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[object]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -138,17 +184,53 @@ def make_split(
     holdout_folder: str,
     test_fraction: float,
     seed: int,
+    *,
+    min_holdout_per_class: int,
 ) -> tuple[dict[str, list[Entry]], list[Reject]]:
-    """Write `<split_dir>/{train,val,test}.csv` and `rejects.csv`; return the splits and the rejects."""
+    """Write `<split_dir>/{train,val,test}.csv`, `rejects.csv` and the settings that drew them (`split.json`);
+    return the splits and the rejects.
+
+    A split leaving any class fewer than `min_holdout_per_class` images in val or in test raises ConfigError
+    before any file is written.
+    """
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"{dataset_dir}: data set not found; run `dvc repro download` first")
     train, train_rejects = scan(dataset_dir, train_folder, classes)
     holdout, holdout_rejects = scan(dataset_dir, holdout_folder, classes)
     holdout, duplicate_rejects = drop_cross_split_duplicates(train, holdout)
     val, test = stratified_split(holdout, test_fraction, seed)
+    check_holdout(val, test, classes, test_fraction, min_holdout_per_class)
     splits = {"train": train, "val": val, "test": test}
     for name, entries in splits.items():
         write_csv(split_dir / f"{name}.csv", MANIFEST_FIELDS, entries)
     rejects = train_rejects + holdout_rejects + duplicate_rejects
     write_csv(split_dir / "rejects.csv", ("path", "reason"), rejects)
+    write_settings(split_dir, seed, test_fraction)
     return splits, rejects
+
+
+def data_version(split_dir: Path) -> str:
+    """A hash over the split manifests: the same manifests, the same data version."""
+    return sha256_files([split_dir / f"{name}.csv" for name in SPLITS])[:16]
+
+
+def write_settings(split_dir: Path, seed: int, test_fraction: float) -> None:
+    """Record beside the manifests the knobs that drew them, so a run can tell which split it trains on."""
+    write_json(split_dir / SETTINGS_FILE, {"split_seed": seed, "test_fraction": test_fraction})
+
+
+def check_split_settings(data: DictConfig) -> str:
+    """The data version of the split in `data.split_dir`, after checking it was drawn with this config's
+    `data.split_seed` and `data.test_fraction`; a run never trains on another split than it logs."""
+    split_dir = Path(data.split_dir)
+    path = split_dir / SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro split` (or `python src/split.py`) first")
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    for knob in ("split_seed", "test_fraction"):
+        if recorded[knob] != data[knob]:
+            raise ConfigError(
+                f"data.{knob}: this run says {data[knob]!r} but {split_dir} was drawn with {recorded[knob]!r}; "
+                f"re-split with `python src/split.py data.{knob}={data[knob]}`, or drop the override"
+            )
+    return data_version(split_dir)

@@ -1,46 +1,45 @@
-"""The study's knobs as DVC params: params.yaml is generated from conf/, never edited by hand."""
+"""The study's settings: params.yaml holds the knobs DVC tracks, and conf/ reads them as `${params:key}`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.config import ConfigError
+
 CONFIG_NAME = "config"
-HEADER = (
-    "# Generated from conf/ by `python src/params.py`; do not edit. Change a default in conf/ and regenerate,\n"
-    "# or vary one experiment with `dvc exp run -S variants.baseline.trainer.epochs=5`.\n"
-)
+RESOLVER = "params"
+# The params.yaml beside this checkout's src/: in a DVC temporary experiment, the experiment's own copy.
+PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
-def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+def study_param(key: str) -> Any:
+    """The value at dotted `key` in params.yaml, or an error naming the file and the key."""
+    if not PARAMS_FILE.is_file():
+        raise ConfigError(f"{PARAMS_FILE}: not found; conf/ reads the study's settings `${{{RESOLVER}:{key}}}` from it")
+    value = OmegaConf.select(OmegaConf.load(PARAMS_FILE), key, default=None)
+    if value is None:
+        raise ConfigError(f"{PARAMS_FILE}: no `{key}`, which conf/ reads as `${{{RESOLVER}:{key}}}`; add it there")
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def register_resolver() -> None:
+    """Let conf/ say `${params:variants.baseline.trainer.epochs}` (idempotent)."""
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, study_param)
+
+
+def compose_config(conf_dir: Path, overrides: list[str] | None = None, *, hydra_config: bool = False) -> DictConfig:
     """The config Hydra would compose for these overrides, outside of any Hydra app."""
     with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-        return compose(CONFIG_NAME, overrides=overrides or [])
+        return compose(CONFIG_NAME, overrides=overrides or [], return_hydra_config=hydra_config)
 
 
-def _nest(cfg: DictConfig, knobs: list[str]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for knob in knobs:
-        *parents, leaf = knob.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = OmegaConf.select(cfg, knob, throw_on_missing=True)
-    return nested
-
-
-def study_params(conf_dir: Path) -> dict[str, Any]:
-    """Shared knobs from the root config, and each variant's knobs from its composed config."""
-    root = compose_config(conf_dir)
-    params = _nest(root, list(root.study.shared_knobs))
-    knobs = list(root.study.variant_knobs)
-    params["variants"] = {v: _nest(compose_config(conf_dir, [f"variant={v}"]), knobs) for v in root.study.variants}
-    return params
-
-
-def render(params: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(params, sort_keys=False)
+def composed_files(conf_dir: Path, overrides: list[str] | None = None) -> list[Path]:
+    """The config files a composition reads: the root config and the chosen option of each group."""
+    choices = compose_config(conf_dir, overrides, hydra_config=True).hydra.runtime.choices
+    groups = sorted(g for g, option in choices.items() if option and not g.startswith("hydra"))
+    return [conf_dir / f"{CONFIG_NAME}.yaml", *(conf_dir / g / f"{choices[g]}.yaml" for g in groups)]

@@ -25,8 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdog.checkpoints import History, State
 from catdog.config import project_root
-from catdog.files import sha256_files
-from catdog.split import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +51,38 @@ def tracking_uri(configured: str) -> str:
     return f"sqlite:///{project_root() / SQLITE_FILE}"
 
 
+class TrackingServerError(TrackingUnavailable):
+    """The tracking server answered its health check with an HTTP error status."""
+
+
+def http_error_hint(status: int) -> str:
+    """What an HTTP error status from a tracking server's health check most likely means, and what to do."""
+    if status in (401, 403):
+        return (
+            "the server wants credentials: MLflow reads MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+            "or MLFLOW_TRACKING_TOKEN; set them, or check that they are right for this server"
+        )
+    if status == 404:
+        return "this is not an MLflow tracking server at that path; check the URI's host, port and path"
+    if status >= 500:
+        return "the server failed with its own error; see the tracking server's log"
+    return "the server refused the health check; check that the URI names an MLflow tracking server"
+
+
 def check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail fast, naming the URI, when a tracking server is not there."""
+    """Fail fast, naming the URI, when a tracking server is not there or answers with an HTTP error."""
     if not uri.startswith(REMOTE_SCHEMES):
         return
     health = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=timeout_s):
             return
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise TrackingServerError(
+            f"MLflow tracking server {uri} answered {health} with HTTP {exc.code} {exc.reason}: "
+            f"{http_error_hint(exc.code)}"
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} did not answer within {timeout_s} s ({exc}); start it, "
@@ -132,25 +154,15 @@ def source_tags() -> dict[str, str]:
     return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(), **tags}
 
 
-def data_version(split_dir: Path, splits: tuple[str, ...]) -> str:
-    """A hash over the split manifests: the same manifests, the same data version."""
-    return sha256_files([split_dir / f"{name}.csv" for name in splits])[:16]
-
-
-def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str) -> mlflow.ActiveRun:
-    """Continue the interrupted run, or open a new one with params, tags and config files."""
+def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str, version: str) -> mlflow.ActiveRun:
+    """Continue the interrupted run, or open a new one with params (the config, and `data.version`: the split's
+    manifests' hash), tags and config files."""
     if state is not None:
         log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
         return mlflow.start_run(run_id=state.run_id)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.name)
-    mlflow.log_params(flat_params(cfg))
-    mlflow.set_tags(
-        {
-            "variant": cfg.name,
-            "data_version": data_version(Path(cfg.data.split_dir), SPLITS),
-            **source_tags(),
-        }
-    )
+    mlflow.log_params({**flat_params(cfg), "data.version": version})
+    mlflow.set_tags({"variant": cfg.name, "data_version": version, **source_tags()})
     mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
     if HydraConfig.initialized():
         mlflow.log_artifacts(str(Path(HydraConfig.get().runtime.output_dir) / ".hydra"), "config/hydra")

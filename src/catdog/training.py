@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,14 +15,16 @@ import keras
 import mlflow
 import numpy as np
 import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from catdog import plots
-from catdog.checkpoints import Checkpoints, EpochEnd, History, State, best_epoch
+from catdog.checkpoints import Checkpoints, EpochEnd, History, State, best_epoch, restore_seed_states
 from catdog.config import validate
-from catdog.dataset import Split, batches, configured_split, features
+from catdog.dataset import EpochClock, Split, batches, configured_split, features
 from catdog.files import atomic_path, write_json, write_text
+from catdog.split import check_split_settings
 from catdog.models import build_model, frozen_parts, parameter_counts, unfreeze_backbone
 from catdog.tracking import connect, log_model, log_pending_epochs, start_tracking, tracking_uri
 
@@ -35,23 +38,62 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where a run named `name` writes what DVC tracks."""
+    """Where a run writes its model, metrics and plots."""
 
     model: Path
     run_info: Path
     metrics: Path
     history: Path
     curves: Path
+    augmentation: Path
 
     @classmethod
-    def for_run(cls, trainer: DictConfig, name: str) -> Outputs:
+    def study(cls, trainer: DictConfig, name: str) -> Outputs:
+        """The study's outputs of variant `name`, which DVC tracks: models/<name>/, metrics/<name>.json, plots/<name>/."""
+        plots_dir = Path(trainer.plots_dir) / name
         return cls(
             model=Path(trainer.models_dir) / name / "model.keras",
             run_info=Path(trainer.models_dir) / name / "mlflow_run.json",
             metrics=Path(trainer.metrics_dir) / f"{name}.json",
-            history=Path(trainer.plots_dir) / name / "history.csv",
-            curves=Path(trainer.plots_dir) / name / "curves.png",
+            history=plots_dir / "history.csv",
+            curves=plots_dir / "curves.png",
+            augmentation=plots_dir / "augmentation.png",
         )
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Outputs:
+        """An ad-hoc run's outputs, all in one folder."""
+        names = ("model.keras", "mlflow_run.json", "metrics.json", "history.csv", "curves.png", "augmentation.png")
+        return cls(*(folder / n for n in names))
+
+    def where(self) -> str:
+        """The folders (and metrics file) the outputs are in, for the user."""
+        if self.metrics.parent == self.model.parent:
+            return f"{self.model.parent}/"
+        return f"{self.model.parent}/, {self.metrics}, {self.history.parent}/"
+
+    @classmethod
+    def for_run(cls, cfg: DictConfig) -> Outputs:
+        """`trainer.outputs=study`: the study's; else the run's Hydra folder (outputs/<name>/ outside Hydra)."""
+        if cfg.trainer.outputs == "study":
+            return cls.study(cfg.trainer, cfg.name)
+        if not HydraConfig.initialized():
+            return cls.in_folder(Path("outputs") / cfg.name)
+        folder = Path(HydraConfig.get().runtime.output_dir)
+        return cls.in_folder(folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder)
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """Keras' global dtype policy for one run (mixed_float16 when `mixed`), restored when the run ends, so the
+    next job of a sweep in this process starts from the policy it would have had alone."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def seed_everything(seed: int) -> None:
@@ -60,10 +102,12 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def fingerprint(cfg: DictConfig) -> str:
-    """A hash of everything that shapes the run except whether to resume: a changed config never resumes."""
+def fingerprint(cfg: DictConfig, data_version: str) -> str:
+    """A hash of everything that shapes the run except whether to resume: a changed config or a re-drawn split
+    never resumes."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"].pop("resume", None)
+    resolved["data_version"] = data_version
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(resolved)).encode()).hexdigest()[:16]
 
 
@@ -124,17 +168,21 @@ def fit_phase(
     model: keras.Model,
     train: tf.data.Dataset,
     val: tf.data.Dataset,
+    clock: EpochClock,
     epochs: int,
     callback: EpochEnd,
 ) -> None:
+    """Fit from the epochs done up to `epochs`, `clock` telling `train` which epoch's order to serve."""
     # With EMA, the averaged weights are swapped in before validation and stay in while the epoch is checkpointed.
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
+    # No steps_per_epoch: Keras then starts a new pass over `train` each epoch (with it, one pass would run on
+    # across epochs, and a call of steps_per_execution steps would take batches of the next epoch).
     model.fit(
         train,
         validation_data=val,
         initial_epoch=callback.state.epochs_done,
         epochs=epochs,
-        callbacks=[*swap, callback],
+        callbacks=[clock, *swap, callback],
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=2,
     )
@@ -142,11 +190,16 @@ def fit_phase(
         raise TrainingDiverged(f"loss became non-finite in epoch {callback.state.epochs_done + 1}")
 
 
-def inputs(cfg: DictConfig, data: dict[str, Split], extractor: keras.Model | None = None) -> tuple[tf.data.Dataset, ...]:
-    """Shuffled train and ordered val batches, of images or, given an extractor, of their features."""
+def inputs(
+    cfg: DictConfig, data: dict[str, Split], extractor: keras.Model | None = None
+) -> tuple[tf.data.Dataset, tf.data.Dataset, EpochClock]:
+    """Shuffled train and ordered val batches, of images or, given an extractor, of their features, and the clock
+    fit must call back so that each epoch's train order is the one for (seed, epoch), resumed or not."""
     t = cfg.trainer
+    clock = EpochClock()
     train, val = (features(extractor, data[n], t.batch_size) if extractor else data[n] for n in ("train", "val"))
-    return batches(train, t.batch_size, shuffle=True, seed=cfg.seed), batches(val, t.batch_size, shuffle=False, seed=cfg.seed)
+    shuffled = batches(train, t.batch_size, shuffle=True, seed=cfg.seed, epoch=clock.epoch)
+    return shuffled, batches(val, t.batch_size, shuffle=False, seed=cfg.seed), clock
 
 
 def run_phases(
@@ -200,7 +253,7 @@ def finish(
     cfg: DictConfig, model: keras.Model, state: State, checkpoints: Checkpoints, data: dict[str, Split], seconds: float
 ) -> dict:
     """Write the outputs DVC tracks and complete the MLflow run."""
-    outputs = Outputs.for_run(cfg.trainer, cfg.name)
+    outputs = Outputs.for_run(cfg)
     if cfg.trainer.early_stopping.enabled:
         restore_best(model, checkpoints, state)
     metrics = summary(state.history, seconds, parameter_counts(model))
@@ -214,9 +267,10 @@ def finish(
     if cfg.augment.enabled:
         preview = augmentation_preview(model, data["train"].images[0], cfg.augment.preview_samples)
         mlflow.log_figure(preview, "figures/augmentation_preview.png")
-        plots.save(preview, Path(cfg.trainer.plots_dir) / cfg.name / "augmentation.png")
+        plots.save(preview, outputs.augmentation)
     mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
     log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
+    print(f"{cfg.name}: model, metrics and plots written to {outputs.where()}")
     return metrics
 
 
@@ -232,9 +286,11 @@ def swap_back_training_weights(model: keras.Model) -> None:
 
 
 def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints, steps: int) -> keras.Model:
-    """The checkpointed model (with its optimizer state) of a resumed run, else a new one compiled for `steps`."""
+    """The checkpointed model (with its optimizer and random seed states) of a resumed run, else a new one compiled
+    for `steps`."""
     if state is not None and state.model_file:
         model = keras.models.load_model(checkpoints.path(state.model_file))
+        restore_seed_states(model, state.seeds)
         if model.optimizer.use_ema:
             swap_back_training_weights(model)
         return model
@@ -246,13 +302,17 @@ def prepare_model(cfg: DictConfig, state: State | None, checkpoints: Checkpoints
 def train(cfg: DictConfig) -> dict:
     """Train one configured run end to end; return its metrics. Resumes an interrupted run of the same config."""
     validate(cfg)
+    version = check_split_settings(cfg.data)
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    if cfg.trainer.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    with precision(cfg.trainer.mixed_precision):
+        return _train(cfg, version, experiment_id)
+
+
+def _train(cfg: DictConfig, version: str, experiment_id: str) -> dict:
     seed_everything(cfg.seed)
     data = load_data(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
-    key = fingerprint(cfg)
+    key = fingerprint(cfg, version)
     state = checkpoints.load(key) if cfg.trainer.resume else None
     if state is None:
         checkpoints.clear()
@@ -262,7 +322,7 @@ def train(cfg: DictConfig) -> dict:
         """Seconds of this run so far, up to its last checkpoint in earlier, interrupted attempts."""
         return earlier + time.monotonic() - started
 
-    with start_tracking(cfg, state, experiment_id) as run:
+    with start_tracking(cfg, state, experiment_id, version) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
         try:
             model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))

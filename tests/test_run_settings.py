@@ -1,0 +1,110 @@
+"""What a run says about itself is true: its precision, its split, its name and where its outputs go."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import pytest
+from mlflow import MlflowClient
+
+from catdog import checkpoints
+from catdog.config import ConfigError
+from catdog.split import data_version, make_split
+from catdog.training import train
+from conftest import CONF, jpeg_bytes, run_entry, tiny_config, tiny_overrides
+from catdog.study import compose_config
+
+
+def runs() -> list:
+    client = MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def dtype_policies(model: keras.Model) -> set[str]:
+    """The dtype policies of every layer, nested models included, except the float32 logits."""
+    found = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found |= dtype_policies(layer)
+        elif layer.name != "logits" and layer.weights:
+            found.add(layer.dtype_policy.name)
+    return found
+
+
+def test_a_run_restores_the_precision_policy_it_set(split_data: Path) -> None:
+    before = keras.mixed_precision.global_policy().name
+    train(tiny_config("baseline", "trainer.mixed_precision=true", "name=mixed"))
+    assert keras.mixed_precision.global_policy().name == before == "float32"
+    mixed = keras.models.load_model(split_data / "models" / "mixed" / "model.keras")
+    assert dtype_policies(mixed) == {"mixed_float16"}
+    train(tiny_config("baseline", "name=plain"))  # as the next job of a --multirun sweep would
+    plain = keras.models.load_model(split_data / "models" / "plain" / "model.keras")
+    assert dtype_policies(plain) == {"float32"}
+
+
+def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) -> None:
+    cfg = tiny_config("baseline")
+    train(cfg)
+    (run,) = runs()
+    params = run.data.params
+    assert params["data.split_seed"] == str(cfg.data.split_seed)
+    assert params["data.test_fraction"] == str(cfg.data.test_fraction)
+    assert params["data.version"] == data_version(split_data / "data" / "split") == run.data.tags["data_version"]
+
+
+def test_a_split_drawn_with_other_settings_is_refused_before_a_run_opens(split_data: Path) -> None:
+    data = compose_config(CONF).data
+    make_split(
+        split_data / "data" / "raw" / "cats_and_dogs_filtered", split_data / "data" / "split", ["cats", "dogs"],
+        "train", "validation", data.test_fraction, seed=data.split_seed + 1, min_holdout_per_class=2,
+    )
+    with pytest.raises(ConfigError, match=rf"data.split_seed: this run says {data.split_seed} but .* drawn with"):
+        train(tiny_config("baseline"))
+    assert runs() == []
+
+
+def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false")
+    original = checkpoints.EpochEnd.on_epoch_end
+
+    def killed_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(checkpoints.EpochEnd, "on_epoch_end", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(checkpoints.EpochEnd, "on_epoch_end", original)
+    (killed,) = runs()
+    # The same settings draw another split once the data changed: one more dog in the hold-out folder.
+    dataset = split_data / "data" / "raw" / "cats_and_dogs_filtered"
+    (dataset / "validation" / "dogs" / "dog.extra.jpg").write_bytes(jpeg_bytes((40, 80, 210), seed=999))
+    make_split(
+        dataset, split_data / "data" / "split", ["cats", "dogs"], "train", "validation", cfg.data.test_fraction,
+        seed=cfg.data.split_seed, min_holdout_per_class=2,
+    )
+    train(cfg)
+    fresh = [r for r in runs() if r.info.run_id != killed.info.run_id]
+    assert len(fresh) == 1, "the run resumed on a split it was not started on"
+    history = MlflowClient().get_metric_history(fresh[0].info.run_id, "loss")
+    assert [m.step for m in history] == [0, 1, 2]
+
+
+@pytest.mark.integration
+def test_sweep_jobs_get_names_and_outputs_of_their_own(split_data: Path, isolated_mlflow: str) -> None:
+    overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
+    result = run_entry(
+        "train.py", "--multirun", "model=cnn", "optimizer.learning_rate=0.001,0.0003", *overrides, cwd=split_data,
+        env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(r.info.run_name for r in runs())
+    assert len(names) == 2 and len(set(names)) == 2, names
+    assert all("optimizer.learning_rate=" in n for n in names)
+    models = sorted((split_data / "multirun").rglob("model.keras"))
+    assert len(models) == 2 and len({m.parent for m in models}) == 2
+    assert not (split_data / "models").exists() and not (split_data / "metrics").exists()
+    for model in models:
+        assert f"written to {model.parent.relative_to(split_data)}/" in result.stdout
