@@ -32,7 +32,8 @@ from catdog.dataset import Split, batches, load_split
 from catdog.files import write_text
 from catdog.models import NET, build_model
 from catdog.study import compose_config
-from catdog.training import compile_model, make_optimizer, seed_everything
+from catdog.phases import compile_model, make_optimizer
+from catdog.training import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "augmented", "scaled", "transfer")

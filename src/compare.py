@@ -14,7 +14,10 @@ def main(cfg: DictConfig) -> None:
 
     details = compare(cfg)
     print(open(cfg.compare.leaderboard, encoding="utf-8").read())
-    print(f"champion: {details['champion']} (registered as version {details['champion_version']})")
+    print(
+        f"champion: {details['champion']} (registered as version {details['champion_version']}, "
+        f"alias @{details['champion_alias']})"
+    )
 
 
 if __name__ == "__main__":

@@ -93,11 +93,15 @@ def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     """Every test gets its own SQLite store; no run is left active afterwards."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_experiment exports the experiment's id; this test's store starts without it (restored after).
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    # The fluent API remembers the last experiment set; the next test's store does not have it.
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture

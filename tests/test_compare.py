@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from catdog.compare import ModelLoadError, compare
-from catdog.training import Outputs
+from catdog.outputs import Outputs
+from catdog.registry import log_model
+from catdog.serving import log_classifier
 from conftest import TINY_SIZE, tiny_config
 
 
@@ -59,6 +62,10 @@ def plant_variant(root: Path, cfg, variant: str, model: keras.Model, best_val_ac
     outputs.metrics.write_text(json.dumps(metrics))
     outputs.history.parent.mkdir(parents=True, exist_ok=True)
     outputs.history.write_text(f"epoch,val_accuracy\n1,{best_val_accuracy}\n")
+    with mlflow.start_run(run_name=variant) as run:
+        uri = log_model(model, np.zeros((1, *model.input_shape[1:]), dtype="float32"))
+        classifier = log_classifier(model, list(cfg.data.classes)).model_uri
+    outputs.run_info.write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri, "classifier_uri": classifier}))
 
 
 def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first(split_data: Path) -> None:
@@ -71,7 +78,12 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     details = compare(cfg)
     assert details["models"]["baseline"]["accuracy"] == 1.0 and details["models"]["augmented"]["accuracy"] == 0.0
     assert details["champion"] == "augmented"
-    version = MlflowClient().get_model_version_by_alias("catdog", "champion")
+    # Not a committed state (no git here): the pick is a challenger, and no champion alias is set.
+    client = MlflowClient()
+    assert set(client.get_registered_model("catdog").aliases) == {"challenger"}
+    version = client.get_model_version_by_alias("catdog", "challenger")
+    trained = json.loads(Outputs.study(cfg.trainer, "augmented").run_info.read_text())
+    assert (version.run_id, version.source) == (trained["run_id"], trained["classifier_uri"])
     assert version.tags["variant"] == "augmented"
     assert version.tags["chosen_by"].startswith("best validation accuracy")
     assert float(version.tags["val_accuracy"]) == 0.90

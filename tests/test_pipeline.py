@@ -120,7 +120,10 @@ def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) 
     assert all(r.info.status == "FINISHED" for r in runs)
     champion = client.get_model_version_by_alias("catdog", "champion")
     details = json.loads((root / "reports/compare.json").read_text())
-    assert champion.tags["variant"] == details["champion"]
+    assert champion.tags["variant"] == details["champion"] and details["champion_alias"] == "champion"
+    trained = json.loads((root / "models" / details["champion"] / "mlflow_run.json").read_text())
+    assert (champion.run_id, champion.source) == (trained["run_id"], trained["classifier_uri"])
+    assert len(client.search_logged_models([experiment_id])) == 2 * len(VARIANTS)  # Keras flavour + classifier
     assert float(champion.tags["test_accuracy"]) == pytest.approx(details["models"][details["champion"]]["accuracy"], abs=1e-4)
 
 
@@ -146,7 +149,12 @@ def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(proj
 def test_an_experiment_shows_its_test_accuracies(project) -> None:
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
+    client, _ = study_store(root)
+    champion = client.get_model_version_by_alias("catdog", "champion").version
     sh(*dvc, "exp", "run", "-n", "three-epochs", "-S", "variants.baseline.trainer.epochs=3", cwd=root, env=env)
+    assert client.get_model_version_by_alias("catdog", "champion").version == champion, "an experiment moved @champion"
+    challenger = client.get_model_version_by_alias("catdog", "challenger")
+    assert int(challenger.version) > int(champion)
     shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
     header, *rows = shown.splitlines()
     assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from catdog import checkpoints
 from catdog.config import ConfigError
-from catdog.split import data_version, make_split
+from catdog.manifests import data_version
+from catdog.split import make_split
 from catdog.training import train
 from conftest import CONF, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 from catdog.study import compose_config

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from catdog.config import ConfigError
-from catdog.split import data_report, make_split, read_manifest
+from catdog.manifests import read_manifest
+from catdog.split import data_report, make_split
 from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
 CLASSES = ["cats", "dogs"]

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from catdog.tracking import TrackingUnavailable, check_reachable, flat_params, tracking_uri
+from catdog.config import tracking_uri
+from catdog.tracking import TrackingUnavailable, check_reachable, flat_params
 from catdog.training import train
 from conftest import REPO, expected_overrides, tiny_config
 

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from catdog import training
+from catdog import phases, training
 from catdog.checkpoints import Checkpoints
+from catdog.files import sha256_file
 from catdog.dataset import EpochClock, Split, batches, load_split
 from catdog.models import build_model
-from catdog.split import data_version, read_manifest
+from catdog.manifests import data_version, read_manifest
 from catdog.training import TrainingDiverged, train
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 
@@ -70,21 +71,32 @@ def test_each_variant_trains_and_records_a_complete_run(split_data: Path, varian
     artifacts = artifact_paths(run.info.run_id)
     assert "figures/learning_curves.png" in artifacts
     assert ("figures/augmentation_preview.png" in artifacts) == (variant != "baseline")
-    assert {"model/MLmodel", "model/input_example.json", "config/resolved.yaml"} <= artifacts
+    assert "config/resolved.yaml" in artifacts
+    logged = mlflow.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
+    run_info = json.loads((split_data / "models" / variant / "mlflow_run.json").read_text())
+    assert {f"models:/{m.model_id}" for m in logged} == {run_info["model_uri"], run_info["classifier_uri"]}
+    inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
+    assert inputs == {("train", "training"), ("val", "validation")}
+    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert digests["val"] == sha256_file(split_data / "data" / "split" / "val.csv")[:16]
     assert not (split_data / "checkpoints" / variant).exists()
 
 
 def test_logged_model_reloads_and_predicts_like_the_trained_one(split_data: Path) -> None:
     cfg = tiny_config("scaled")
     train(cfg)
-    run = only_run("scaled")
+    only_run("scaled")
     saved = keras.models.load_model(split_data / "models" / "scaled" / "model.keras")
-    logged = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+    model_uri = json.loads((split_data / "models" / "scaled" / "mlflow_run.json").read_text())["model_uri"]
+    assert model_uri.startswith("models:/m-")
+    logged = mlflow.keras.load_model(model_uri)
     val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
                      ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
     images = val.images.astype("float32")
     np.testing.assert_allclose(logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
-    signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model").signature
+    signature = mlflow.models.get_model_info(model_uri).signature
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
 
 
@@ -160,8 +172,8 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
     state = checkpoints.load(training.fingerprint(cfg, data_version(split_data / "data" / "split")))
     averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
-    model = training.prepare_model(cfg, state, checkpoints, steps=1)
-    assert int(model.optimizer.iterations) == training.steps_per_epoch(cfg, training.load_data(cfg))
+    model = phases.prepare_model(cfg, state, checkpoints, steps=1)
+    assert int(model.optimizer.iterations) == phases.steps_per_epoch(cfg, training.load_data(cfg))
     assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged))
     model.optimizer.finalize_variable_values(model.trainable_variables)
     for ours, saved in zip(model.get_weights(), averaged, strict=True):
@@ -205,9 +217,9 @@ def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
         if len(history["loss"]) == killed_after:
             raise KeyboardInterrupt(f"killed after epoch {killed_after}")
 
-    log_pending_epochs = training.log_pending_epochs
+    log_pending_epochs = phases.log_pending_epochs
     with monkeypatch.context() as patch:
-        patch.setattr(training, "log_pending_epochs", stop_after_checkpoint)
+        patch.setattr(phases, "log_pending_epochs", stop_after_checkpoint)
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     checkpointed = json.loads((Path(cfg.trainer.checkpoint_dir) / "state.json").read_text())

@@ -12,14 +12,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from catdog import plots
-from catdog.config import validate
+from catdog.config import tracking_uri, validate
 from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
 from catdog.leaderboard import CHOSEN_BY, MAJORITY, dvc_metrics, leaderboard
-from catdog.split import data_version, majority_class, read_manifest
-from catdog.tracking import connect, log_model, source_tags, tracking_uri
-from catdog.training import Outputs
+from catdog.manifests import data_version, majority_class, read_manifest
+from catdog.registry import register
+from catdog.tracking import connect, log_split_inputs, source_tags
+from catdog.outputs import Outputs
 
 MISCLASSIFIED_SHOWN = 16
 MISCLASSIFIED_COLUMNS = 8
@@ -121,24 +122,24 @@ def read_history(path: Path) -> list[float]:
         return [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
 
 
-def register_champion(
-    cfg: DictConfig, name: str, model: keras.Model, row: dict, val: dict, example: np.ndarray
-) -> str:
-    """Log the champion in the comparison run, register it, and point the champion alias at it."""
-    log_model(model, example)
-    run_id = mlflow.active_run().info.run_id
-    version = mlflow.register_model(f"runs:/{run_id}/model", cfg.tracking.registered_model)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(cfg.tracking.registered_model, cfg.tracking.champion_alias, version.version)
+def logged_model_uri(cfg: DictConfig, variant: str) -> str:
+    """The classifier (image files in, labels out) `variant`'s training run logged, as the run recorded it."""
+    run_info = Outputs.study(cfg.trainer, variant).run_info
+    if not run_info.is_file():
+        raise ModelLoadError(f"variant {variant!r}: {run_info} not found; run `dvc repro train@{variant}`")
+    return json.loads(run_info.read_text(encoding="utf-8"))["classifier_uri"]
+
+
+def register_champion(cfg: DictConfig, name: str, model_uri: str, row: dict, val: dict) -> tuple[str, str]:
+    """Register the champion's model as its training run logged it (the version's source and run are the
+    training run's), with how it was chosen and its scores as tags; return (version, alias)."""
     tags = {
         "variant": name,
         "chosen_by": CHOSEN_BY,
         "val_accuracy": f"{val['best_val_accuracy']:.4f}",
         "test_accuracy": f"{row['accuracy']:.4f}",
     }
-    for key, value in tags.items():
-        client.set_model_version_tag(cfg.tracking.registered_model, version.version, key, value)
-    return version.version
+    return register(cfg.tracking, model_uri, tags)
 
 
 def compare(cfg: DictConfig) -> dict:
@@ -149,6 +150,7 @@ def compare(cfg: DictConfig) -> dict:
     models = {v: load_variant(cfg, v) for v in variants}
     val = validation_scores(cfg, variants)
     champion = pick_champion(val)
+    model_uri = logged_model_uri(cfg, champion)
     splits = test_splits(cfg, {input_size(m) for m in models.values()})
     rows, outcome = evaluate_all(cfg, models, splits)
     ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
@@ -173,9 +175,9 @@ def compare(cfg: DictConfig) -> dict:
         mlflow.log_dict(details, "compare.json")
         for path in figures.values():
             mlflow.log_artifact(str(path), "figures")
-        details["champion_version"] = register_champion(
-            cfg, champion, models[champion], rows[champion], val[champion], test.images[:2].astype("float32")
-        )
+        log_split_inputs(Path(cfg.data.split_dir), {"test": "test"})
+        registered = register_champion(cfg, champion, model_uri, rows[champion], val[champion])
+    details["champion_version"], details["champion_alias"] = registered
     write_json(cfg.compare.details, details)
     write_text(cfg.compare.leaderboard, report)
     write_json(cfg.compare.metrics, dvc_metrics(ranked, val))

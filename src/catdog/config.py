@@ -22,6 +22,10 @@ LR_SCHEDULES = ("constant", "cosine")
 OUTPUTS = ("adhoc", "study")
 MIN_IMAGE_SIZE = 32
 EXPERIMENT_TEMP_DIR = (".dvc", "tmp", "exps")
+URI_ENV = "MLFLOW_TRACKING_URI"
+SQLITE_FILE = "mlflow.db"
+# `dvc exp run` names its experiment in this variable.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 
 
 class ConfigError(ValueError):
@@ -125,3 +129,11 @@ def name_sweep_job(cfg: DictConfig) -> None:
         swept = []
     suffix = ",".join(f"{k}={job[k]}" for k in swept) or f"job{hydra.job.num}"
     cfg.name = f"{cfg.name}-{suffix}"
+
+
+def tracking_uri(configured: str) -> str:
+    """$MLFLOW_TRACKING_URI, else the configured URI, else an SQLite file at the repository root (absolute)."""
+    uri = os.environ.get(URI_ENV) or configured
+    if uri:
+        return uri
+    return f"sqlite:///{project_root() / SQLITE_FILE}"

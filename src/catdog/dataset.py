@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from catdog.files import atomic_path, sha256_file
-from catdog.split import read_manifest
+from catdog.manifests import read_manifest
 
 CHANNELS = 3
 DECODE_BATCH = 64
@@ -32,10 +32,17 @@ def cache_file(cache_dir: Path, manifest: Path, image_size: int) -> Path:
     return cache_dir / f"{manifest.stem}-{sha256_file(manifest)[:16]}-{image_size}px.npz"
 
 
-def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=CHANNELS, expand_animations=False)
+def decode_image_bytes(contents: tf.Tensor, image_size: int) -> tf.Tensor:
+    """An image file's bytes (JPEG, PNG, BMP, GIF's first frame) as uint8 (size, size, 3): greyscale and RGBA
+    become RGB, then a bilinear resize, rounded and clipped. Training and serving (`catdog.serving`) both decode
+    through this one function, so a served image is exactly the image a model was trained and evaluated on."""
+    image = tf.io.decode_image(contents, channels=CHANNELS, expand_animations=False)
     image = tf.image.resize(image, (image_size, image_size), method="bilinear")
     return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+
+
+def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    return decode_image_bytes(tf.io.read_file(path), image_size)
 
 
 def decode_images(files: list[str], image_size: int, desc: str) -> np.ndarray:

@@ -6,49 +6,40 @@ import fcntl
 import logging
 import os
 import subprocess
-import tempfile
 import time
+import warnings
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
-import numpy as np
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from mlflow.entities import Metric
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.checkpoints import History, State
-from catdog.config import project_root
+from catdog.config import DVC_EXPERIMENT_ENV, URI_ENV
+from catdog.files import sha256_file
 
 log = logging.getLogger(__name__)
 
-URI_ENV = "MLFLOW_TRACKING_URI"
-SQLITE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
 PARAM_VALUE_LIMIT = 6000
 SENTINEL_METRIC = "loss"
-# `dvc exp run` names its experiment in this variable; runs made by one carry the name in this tag.
-DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+# Runs made by `dvc exp run` carry the experiment's name (from DVC_EXPERIMENT_ENV) in this tag.
 DVC_EXPERIMENT_TAG = "dvc_experiment"
+# What decides the study's results: a change to any of these since the commit makes the work tree dirty (the
+# pipeline's own outputs, which `dvc repro` rewrites as it goes, do not count).
+STUDY_INPUTS = ("src", "conf", "params.yaml", "dvc.yaml")
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking store named by the config or the environment does not answer."""
-
-
-def tracking_uri(configured: str) -> str:
-    """$MLFLOW_TRACKING_URI, else the configured URI, else an SQLite file at the repository root (absolute)."""
-    uri = os.environ.get(URI_ENV) or configured
-    if uri:
-        return uri
-    return f"sqlite:///{project_root() / SQLITE_FILE}"
 
 
 class TrackingServerError(TrackingUnavailable):
@@ -144,19 +135,20 @@ def _git(*args: str) -> str | None:
 
 
 def source_tags() -> dict[str, str]:
-    """The commit the code came from, whether the work tree differed from it, and the DVC experiment it ran in."""
+    """The commit the code came from, whether the study's inputs (code, config, params, pipeline) differed from
+    it, and the DVC experiment it ran in."""
     experiment = os.environ.get(DVC_EXPERIMENT_ENV)
     tags = {DVC_EXPERIMENT_TAG: experiment} if experiment else {}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "unknown", "git_dirty": "unknown", **tags}
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", *STUDY_INPUTS)
     return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower(), **tags}
 
 
 def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str, version: str) -> mlflow.ActiveRun:
     """Continue the interrupted run, or open a new one with params (the config, and `data.version`: the split's
-    manifests' hash), tags and config files."""
+    manifests' hash), tags, config files and the train and val splits as dataset inputs."""
     if state is not None:
         log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
         return mlflow.start_run(run_id=state.run_id)
@@ -164,6 +156,7 @@ def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str, ver
     mlflow.log_params({**flat_params(cfg), "data.version": version})
     mlflow.set_tags({"variant": cfg.name, "data_version": version, **source_tags()})
     mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
+    log_split_inputs(Path(cfg.data.split_dir), {"train": "training", "val": "validation"})
     if HydraConfig.initialized():
         mlflow.log_artifacts(str(Path(HydraConfig.get().runtime.output_dir) / ".hydra"), "config/hydra")
     return run
@@ -178,15 +171,14 @@ def log_pending_epochs(run_id: str, history: History) -> None:
         client.log_batch(run_id, metrics=[Metric(k, v[step], now, step) for k, v in history.items()])
 
 
-def log_model(model: keras.Model, example: np.ndarray) -> None:
-    """Log the model as an MLflow model with signature and input example.
-
-    mlflow 3.17's log_model writes the input example before creating its folder (FileNotFoundError), so the
-    model is saved into a folder made first, then logged as the run's `model` artifact.
-    """
-    signature = infer_signature(example, keras.ops.convert_to_numpy(model(example, training=False)))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model"
-        path.mkdir()
-        mlflow.keras.save_model(model, str(path), signature=signature, input_example=example)
-        mlflow.log_artifacts(str(path), "model")
+def log_split_inputs(split_dir: Path, contexts: dict[str, str]) -> None:
+    """Log each split's manifest as a dataset input of the active run: its name, its file's hash as the digest,
+    the manifest's path as the source, and `contexts[name]` (training, validation, test) as the context."""
+    for name, context in contexts.items():
+        manifest = (split_dir / f"{name}.csv").resolve()
+        with warnings.catch_warnings():  # mlflow registers its local-file source twice and warns it is ambiguous
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                pd.read_csv(manifest), source=str(manifest), name=name, digest=sha256_file(manifest)[:16]
+            )
+        mlflow.log_input(dataset, context=context)

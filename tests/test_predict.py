@@ -1,0 +1,385 @@
+"""Prediction: the classifier pyfunc, `src/predict.py` and `mlflow models serve` give the training pipeline's answers
+for every image format; bad images get their own error rows; a missing model fails at once in one line."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from catdog import predict
+from catdog.dataset import decode_images
+from catdog.models import build_model
+from catdog.serving import ImageClassifier, log_classifier, softmax, to_base64
+from conftest import REPO, TINY_SIZE, run_entry, tiny_config
+
+CLASSES = ["cats", "dogs"]
+TOLERANCE = 1e-6
+
+
+def picture(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """A smooth colour gradient plus noise, (height, width, 3) uint8, different for each seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    ramp = np.linspace(0, 1, w)[None, :, None] * rng.uniform(0, 255, 3) + np.linspace(0, 1, h)[:, None, None] * 60
+    return np.clip(ramp + rng.normal(0, 20, (h, w, 3)), 0, 255).astype("uint8")
+
+
+def save(path: Path, pixels: np.ndarray, fmt: str, mode: str = "RGB", **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt, **options)
+    return path
+
+
+def animated_gif(path: Path, seed: int) -> Path:
+    frames = [Image.fromarray(picture(seed, (36, 28))), Image.fromarray(picture(seed + 1, (36, 28)))]
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The study's `scaled` model (augmentation, scaling, the CNN) at the tiny size, untrained but seeded."""
+    keras.utils.set_random_seed(7)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_model(tiny_config("scaled"), len(CLASSES)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(keras_file: Path) -> keras.Model:
+    return keras.models.load_model(keras_file, compile=False)
+
+
+def expected(model: keras.Model, files: list[Path]) -> list[tuple[str, float]]:
+    """Label and probability from the training pipeline's own decode of the files."""
+    images = decode_images([str(f) for f in files], TINY_SIZE, desc="expected").astype("float32")
+    probs = softmax(np.asarray(model.predict(images, verbose=0), dtype=np.float64))
+    return [(CLASSES[int(p.argmax())], float(p.max())) for p in probs]
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str], list[str]]:
+    """predict.py in-process: exit code, stdout lines, stderr lines."""
+    code = predict.main(argv)
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_every_format_and_size_gets_the_training_pipelines_answer(
+    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
+) -> None:
+    photos = tmp_path / "photos"
+    rgb = picture(1, (30, 60))
+    grey = picture(2, (45, 45)).mean(axis=2).astype("uint8")
+    files = [
+        save(photos / "a.jpg", picture(0, (40, 30)), "JPEG", quality=90),
+        save(photos / "b.png", picture(3, (64, 48)), "PNG"),
+        save(photos / "c.bmp", picture(4, (33, 77)), "BMP"),
+        animated_gif(photos / "d.gif", 5),
+        save(photos / "e-grey.jpg", grey, "JPEG"),
+        save(photos / "f-grey.png", grey, "PNG"),
+        save(photos / "g-rgb.png", np.repeat(grey[:, :, None], 3, axis=2), "PNG"),
+        save(photos / "h-rgba.png", rgb, "PNG", mode="RGBA"),
+        save(photos / "i-rgb.png", rgb, "PNG"),
+        save(photos / "nested" / "j.JPEG", picture(6, (500, 375)), "JPEG"),
+        save(photos / "k-tiny.png", picture(7, (5, 3)), "PNG"),
+    ]
+    (photos / "notes.txt").write_text("not an image, and not picked from a folder")
+    code, out, _ = run([str(photos), f"model={keras_file}", f"out={tmp_path / 'preds.json'}"], capsys)
+    assert code == 0
+    rows = json.loads((tmp_path / "preds.json").read_text())
+    assert [r["path"] for r in rows] == sorted(str(f) for f in files)
+    got = {Path(r["path"]).name: r for r in rows}
+    for path, (label, probability) in zip(files, expected(model, files)):
+        row = got[path.name]
+        assert row["error"] == "" and row["label"] == label
+        assert row["probability"] == pytest.approx(probability, abs=TOLERANCE)
+    assert len({round(r["probability"], 6) for r in rows}) > 3, "an untrained model should not be this sure"
+    # Greyscale becomes RGB by repeating the channel, and RGBA drops its alpha.
+    assert got["f-grey.png"]["probability"] == got["g-rgb.png"]["probability"]
+    assert got["h-rgba.png"]["probability"] == got["i-rgb.png"]["probability"]
+    assert out == [f"{r['path']}\t{r['label']}\t{r['probability']:.4f}" for r in rows]
+
+
+def test_a_bad_image_gets_an_error_row_and_the_others_go_on(
+    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "mixed"
+    good = save(folder / "a-good.jpg", picture(0, (40, 30)), "JPEG")
+    whole = save(tmp_path / "whole.jpg", picture(1, (80, 60)), "JPEG").read_bytes()
+    (folder / "b-truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "c-text.png").write_text("this is not a PNG")
+    (folder / "d-empty.bmp").write_bytes(b"")
+    later = save(folder / "e-good.png", picture(2, (20, 50)), "PNG")
+    readme = tmp_path / "README.md"
+    readme.write_text("named on the command line, so read, and refused")
+    out_csv = tmp_path / "preds.csv"
+    code, out, err = run([str(folder), str(readme), f"model={keras_file}", f"out={out_csv}", "batch_size=2"], capsys)
+    assert code == 1
+    assert err[-1] == "predict: 4 of 6 images could not be read"
+    with open(out_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = ["a-good.jpg", "b-truncated.jpg", "c-text.png", "d-empty.bmp", "e-good.png", "README.md"]
+    assert [Path(r["path"]).name for r in rows] == names
+    by_name = {Path(r["path"]).name: r for r in rows}
+    for name, why in [
+        ("b-truncated.jpg", "jpeg"),
+        ("c-text.png", "unknown image file format"),
+        ("d-empty.bmp", "empty"),
+        ("README.md", "unknown image file format"),
+    ]:
+        row = by_name[name]
+        assert why in row["error"].lower() and row["label"] == "" and row["probability"] == ""
+        assert f"{row['path']}\terror: {row['error']}" in out
+    for path, (label, probability) in zip([good, later], expected(model, [good, later])):
+        row = by_name[path.name]
+        assert row["error"] == "" and row["label"] == label
+        assert float(row["probability"]) == pytest.approx(probability, abs=TOLERANCE)
+
+
+def test_csv_and_json_hold_the_printed_table(tmp_path: Path, keras_file: Path, capsys: pytest.CaptureFixture) -> None:
+    files = [save(tmp_path / f"{i}.png", picture(i, (30 + i, 40)), "PNG") for i in range(3)]
+    args = [*map(str, files), f"model={keras_file}"]
+    _, printed, _ = run([*args, f"out={tmp_path / 'p.csv'}"], capsys)
+    run([*args, f"out={tmp_path / 'p.json'}"], capsys)
+    with open(tmp_path / "p.csv", newline="") as handle:
+        from_csv = [(r["path"], r["label"], float(r["probability"]), r["error"]) for r in csv.DictReader(handle)]
+    table = json.loads((tmp_path / "p.json").read_text())
+    from_json = [(r["path"], r["label"], r["probability"], r["error"]) for r in table]
+    assert from_csv == from_json
+    assert printed == [f"{p}\t{label}\t{prob:.4f}" for p, label, prob, _ in from_json]
+
+
+@pytest.fixture
+def fail_if_images_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("images were read before the model was found")
+
+    monkeypatch.setattr(predict, "predict_files", refuse)
+
+
+@pytest.mark.parametrize(
+    "model_arg,names",
+    [
+        (None, "models:/catdog@champion"),
+        ("model=models:/catdog/7", "models:/catdog/7"),
+        ("model=models:/m-0123456789abcdef0123456789abcdef", "models:/m-0123456789abcdef"),
+        ("model=runs:/0123456789abcdef0123456789abcdef/classifier", "runs:/0123456789abcdef"),
+        ("model=missing/model.keras", "missing/model.keras"),
+    ],
+)
+def test_an_unknown_model_fails_at_once_in_one_line(
+    tmp_path: Path, model_arg: str | None, names: str, fail_if_images_are_read: None, capsys: pytest.CaptureFixture
+) -> None:
+    mlflow.MlflowClient().search_experiments()  # the store exists, and holds no model
+    image = save(tmp_path / "a.jpg", picture(0, (40, 30)), "JPEG")
+    capsys.readouterr()
+    code, out, err = run([str(image), *([model_arg] if model_arg else [])], capsys)
+    assert code == 2 and out == []
+    assert len(err) == 1 and names in err[0] and "dvc repro" in err[0] and "python src/train.py" in err[0]
+
+
+def test_the_entry_point_reports_an_empty_registry_in_one_line_and_no_tensorflow(tmp_path: Path) -> None:
+    image = save(tmp_path / "a.jpg", picture(0, (40, 30)), "JPEG")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none.db'}"}
+    done = run_entry("predict.py", str(image), cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert "models:/catdog@champion" in done.stderr and "does not exist" in done.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,problem",
+    [
+        (["a.jpg", "--fast"], "unknown option '--fast'"),
+        (["a.jpg", "batch_size=0"], "batch_size=0: expected an integer >= 1"),
+        (["a.jpg", "out=preds.txt"], "out=preds.txt: expected a file ending in .csv or .json"),
+        ([], "no image files or folders given"),
+        (["nowhere/"], "nowhere: no such file or folder"),
+        (["empty"], "no images"),
+    ],
+)
+def test_a_usage_error_names_the_problem(
+    workdir: Path, argv: list[str], problem: str, fail_if_images_are_read: None, capsys: pytest.CaptureFixture
+) -> None:
+    save(workdir / "a.jpg", picture(0, (40, 30)), "JPEG")
+    (workdir / "empty").mkdir()
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == []
+    assert problem in err[0] and err[1].startswith("usage: python src/predict.py")
+
+
+def photos(folder: Path) -> list[Path]:
+    return [
+        save(folder / "a.jpg", picture(0, (40, 30)), "JPEG"),
+        save(folder / "b.png", picture(1, (25, 70)), "PNG"),
+        save(folder / "c.gif", picture(2, (50, 50)), "GIF"),
+    ]
+
+
+def test_a_logged_classifier_gives_the_local_models_rows(
+    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
+) -> None:
+    files = photos(tmp_path / "photos")
+    local = run([*map(str, files), f"model={keras_file}"], capsys)
+    with mlflow.start_run() as active:
+        info = log_classifier(model, CLASSES)
+    assert info.model_uri.startswith("models:/m-")
+    version = mlflow.register_model(info.model_uri, "catdog")
+    mlflow.MlflowClient().set_registered_model_alias("catdog", "champion", version.version)
+    for uri in [info.model_uri, f"runs:/{active.info.run_id}/classifier", "models:/catdog/1", None]:
+        assert run([*map(str, files), *([f"model={uri}"] if uri else [])], capsys)[:2] == local[:2], uri
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert loaded.metadata.get_model_info().flavors["python_function"]["config"] == {
+        "classes": CLASSES, "image_size": TINY_SIZE
+    }
+
+
+def test_a_keras_flavour_champion_is_wrapped_with_the_configured_classes(
+    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
+) -> None:
+    """What the compare stage registered before the pyfunc existed: a plain Keras model taking float pixels."""
+    files = photos(tmp_path / "photos")
+    local = run([*map(str, files), f"model={keras_file}"], capsys)
+    with mlflow.start_run() as active:
+        mlflow.keras.save_model(model, str(tmp_path / "keras-model"))
+        mlflow.log_artifacts(str(tmp_path / "keras-model"), "model")
+    version = mlflow.register_model(f"runs:/{active.info.run_id}/model", "catdog")
+    mlflow.MlflowClient().set_registered_model_alias("catdog", "champion", version.version)
+    assert run(list(map(str, files)), capsys)[:2] == local[:2]
+
+
+def test_the_entry_point_predicts_a_folder_and_exits_1_on_a_bad_file(tmp_path: Path, keras_file: Path) -> None:
+    folder = tmp_path / "photos"
+    files = photos(folder)
+    (folder / "z-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    done = run_entry("predict.py", str(folder), f"model={keras_file}", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(f) for f in files] + [str(folder / "z-broken.jpg")]
+    assert all(line.split("\t")[1] in CLASSES for line in lines[:3])
+    assert lines[3].startswith(f"{folder / 'z-broken.jpg'}\terror: ")
+    assert "predict:" in done.stderr and "img" in done.stderr  # the summary, and the folder's progress bar
+
+
+def test_a_logged_classifier_refuses_a_model_whose_outputs_are_not_the_classes(model: keras.Model) -> None:
+    with pytest.raises(ValueError, match=r"has 2 outputs but 3 classes"):
+        ImageClassifier.wrap(model, ["cats", "dogs", "birds"])
+
+
+def test_the_prediction_benchmark_times_every_mode_on_the_test_split(split_data: Path, keras_file: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_predict", REPO / "bench" / "predict.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = split_data / "results"
+    result = bench.main(["--model", str(keras_file), "--images", "5", "--batch-size", "2", "--repeats", "1",
+                         "--out", str(out)])  # fmt: skip
+    assert [(r["mode"], r["batch"], r["images"]) for r in result["rows"]] == [
+        ("all at once", 5, 5), ("batches of 2", 2, 5), ("one by one", 1, 5)
+    ]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert json.loads((out / "predict.json").read_text()) == result
+    assert (out / "predict.md").read_text().count("\n| ") == 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def wait_until_up(url: str, server: subprocess.Popen, log: Path, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"mlflow models serve did not answer {url} within {limit_s} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.mark.integration
+def test_mlflow_models_serve_answers_as_predict_does(
+    tmp_path: Path, model: keras.Model, isolated_mlflow: str, capsys: pytest.CaptureFixture
+) -> None:
+    files = photos(tmp_path / "photos")[:2]
+    with mlflow.start_run():
+        info = log_classifier(model, CLASSES)
+    _, printed, _ = run([*map(str, files), f"model={info.model_uri}", f"out={tmp_path / 'p.json'}"], capsys)
+    wanted = json.loads((tmp_path / "p.json").read_text())
+    port, log = free_port(), tmp_path / "serve.log"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": isolated_mlflow}
+    command = [f"{bin_dir}/mlflow", "models", "serve", "-m", info.model_uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
+    with open(log, "w") as handle:
+        server = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/ping", server, log)
+        images = [[to_base64(f.read_bytes())] for f in files]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": images}})
+        status, answer = post(f"{base}/invocations", body.encode())
+        assert status == 200, answer
+        served = json.loads(answer)["predictions"]
+        exchange = {"request": json.loads(body), "response": json.loads(answer)}
+        assert [r["label"] for r in served] == [r["label"] for r in wanted]
+        assert [r["error"] for r in served] == ["", ""]
+        for got, want in zip(served, wanted):
+            assert got["probability"] == pytest.approx(want["probability"], abs=TOLERANCE)
+
+        status, answer = post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["image"], "data": [[')
+        exchange["bad_json"] = (status, answer)
+        assert 400 <= status < 500 and "json" in answer.lower(), answer
+        missing = {"dataframe_split": {"columns": ["picture"], "data": [[to_base64(files[0].read_bytes())]]}}
+        status, answer = post(f"{base}/invocations", json.dumps(missing).encode())
+        exchange["missing_column"] = (status, answer)
+        assert 400 <= status < 500 and "image" in answer, answer
+        bad_row = {"dataframe_split": {"columns": ["image"], "data": [["not base64!"], images[0]]}}
+        status, answer = post(f"{base}/invocations", json.dumps(bad_row).encode())
+        assert status == 200, answer
+        exchange["bad_row"] = (status, answer)
+        (tmp_path / "exchange.json").write_text(json.dumps(exchange, indent=1))  # a real exchange, to read
+        first, second = json.loads(answer)["predictions"]
+        assert "base64" in first["error"] and first["label"] == "" and second["label"] == wanted[0]["label"]
+
+        status, answer = post(f"{base}/invocations", body.encode())
+        assert status == 200 and json.loads(answer)["predictions"] == served
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
