@@ -233,16 +233,27 @@ def photos(folder: Path) -> list[Path]:
     ]
 
 
-def test_a_logged_classifier_gives_the_local_models_rows(
-    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
-) -> None:
+def make_champion(model_uri: str) -> None:
+    """Register `model_uri` as a new version of `catdog` and point `@champion` at it."""
+    version = mlflow.register_model(model_uri, "catdog")
+    mlflow.MlflowClient().set_registered_model_alias("catdog", "champion", version.version)
+
+
+@pytest.fixture
+def local_rows(tmp_path: Path, keras_file: Path, capsys: pytest.CaptureFixture) -> tuple[list[Path], tuple]:
+    """Three photos, and what predict.py prints for them with the local .keras file."""
     files = photos(tmp_path / "photos")
-    local = run([*map(str, files), f"model={keras_file}"], capsys)
+    return files, run([*map(str, files), f"model={keras_file}"], capsys)
+
+
+def test_a_logged_classifier_gives_the_local_models_rows(
+    local_rows: tuple, model: keras.Model, capsys: pytest.CaptureFixture
+) -> None:
+    files, local = local_rows
     with mlflow.start_run() as active:
         info = log_classifier(model, CLASSES)
     assert info.model_uri.startswith("models:/m-")
-    version = mlflow.register_model(info.model_uri, "catdog")
-    mlflow.MlflowClient().set_registered_model_alias("catdog", "champion", version.version)
+    make_champion(info.model_uri)
     for uri in [info.model_uri, f"runs:/{active.info.run_id}/classifier", "models:/catdog/1", None]:
         assert run([*map(str, files), *([f"model={uri}"] if uri else [])], capsys)[:2] == local[:2], uri
     loaded = mlflow.pyfunc.load_model(info.model_uri)
@@ -252,16 +263,14 @@ def test_a_logged_classifier_gives_the_local_models_rows(
 
 
 def test_a_keras_flavour_champion_is_wrapped_with_the_configured_classes(
-    tmp_path: Path, keras_file: Path, model: keras.Model, capsys: pytest.CaptureFixture
+    tmp_path: Path, local_rows: tuple, model: keras.Model, capsys: pytest.CaptureFixture
 ) -> None:
     """What the compare stage registered before the pyfunc existed: a plain Keras model taking float pixels."""
-    files = photos(tmp_path / "photos")
-    local = run([*map(str, files), f"model={keras_file}"], capsys)
+    files, local = local_rows
     with mlflow.start_run() as active:
         mlflow.keras.save_model(model, str(tmp_path / "keras-model"))
         mlflow.log_artifacts(str(tmp_path / "keras-model"), "model")
-    version = mlflow.register_model(f"runs:/{active.info.run_id}/model", "catdog")
-    mlflow.MlflowClient().set_registered_model_alias("catdog", "champion", version.version)
+    make_champion(f"runs:/{active.info.run_id}/model")
     assert run(list(map(str, files)), capsys)[:2] == local[:2]
 
 
