@@ -166,7 +166,7 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     def interrupt(run_id: str, history: dict) -> None:
         raise KeyboardInterrupt("stopped after the first checkpoint")
 
-    monkeypatch.setattr(training, "log_pending_epochs", interrupt)
+    monkeypatch.setattr(phases, "log_pending_epochs", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
