@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
@@ -55,6 +55,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.ema_momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1); 0 turns averaging off"),
     "model.preprocess": (lambda v: v in PREPROCESS_OPTIONS, f"one of {', '.join(PREPROCESS_OPTIONS)}"),
     "trainer.outputs": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
+    "trainer.threads": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "auto, or an integer >= 1"),
 }
 
 
@@ -115,17 +116,25 @@ def swept_keys(argv: list[str]) -> list[str]:
     return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
+def sweep_command_line(sweep_dir: Path) -> list[str]:
+    """The overrides the sweep was launched with, as Hydra saved them in the sweep folder's multirun.yaml before
+    any job started: the one record every launcher's jobs can read (a joblib worker or a Slurm node has its own
+    command line)."""
+    saved = sweep_dir / "multirun.yaml"
+    return list(OmegaConf.load(saved).hydra.overrides.task) if saved.is_file() else []
+
+
 def name_sweep_job(cfg: DictConfig) -> None:
     """In a `--multirun` sweep, suffix the run's name with this job's values of the swept keys, so no two jobs
-    share outputs, checkpoints or an MLflow run name (`cnn-augment_off-optimizer.learning_rate=0.001`); where
-    the command line is not at hand (a launcher's worker process), with the job's number."""
+    share outputs, checkpoints or an MLflow run name (`cnn-augment_off-optimizer.learning_rate=0.001`); with the
+    job's number where the sweep's command line cannot be read."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     hydra = HydraConfig.get()
     job = dict(o.split("=", 1) for o in hydra.overrides.task if "=" in o)
     try:
-        swept = [k for k in swept_keys(sys.argv[1:]) if k in job and k != "name"]
-    except OverrideParseException:  # not a Hydra command line: this process is a launcher's worker
+        swept = [k for k in swept_keys(sweep_command_line(Path(hydra.sweep.dir))) if k in job and k != "name"]
+    except OverrideParseException:
         swept = []
     suffix = ",".join(f"{k}={job[k]}" for k in swept) or f"job{hydra.job.num}"
     cfg.name = f"{cfg.name}-{suffix}"

@@ -19,6 +19,7 @@ from catdog.dataset import Split, configured_split
 from catdog.outputs import write_outputs
 from catdog.phases import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
 from catdog.manifests import check_split_settings
+from catdog.threads import size_thread_pools
 from catdog.tracking import connect, log_pending_epochs, start_tracking
 
 __all__ = ["TrainingDiverged", "fingerprint", "train"]
@@ -68,13 +69,14 @@ def finish(
 def train(cfg: DictConfig) -> dict:
     """Train one configured run end to end; return its metrics. Resumes an interrupted run of the same config."""
     validate(cfg)
+    threads = size_thread_pools(cfg.trainer.threads)  # before TensorFlow runs its first op
     version = check_split_settings(cfg.data)
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     with precision(cfg.trainer.mixed_precision):
-        return _train(cfg, version, experiment_id)
+        return _train(cfg, version, experiment_id, threads)
 
 
-def _train(cfg: DictConfig, version: str, experiment_id: str) -> dict:
+def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> dict:
     seed_everything(cfg.seed)
     data = load_data(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
@@ -90,6 +92,7 @@ def _train(cfg: DictConfig, version: str, experiment_id: str) -> dict:
 
     with start_tracking(cfg, state, experiment_id, version) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
+        mlflow.set_tag("tf_threads", str(threads))
         try:
             model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))
             if state.history:

@@ -1,0 +1,95 @@
+"""Runs in parallel: Hydra's joblib launcher on this machine, submitit on a real single-node Slurm, and the thread
+pools each job's TensorFlow gets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from catdog.config import ConfigError, validate
+from catdog.study import compose_config
+from catdog.threads import THREADS_ENV, available_cores, thread_count
+import slurm_cluster
+from conftest import CONF, run_entry, tiny_overrides
+
+
+def runs() -> list:
+    client = MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
+    assert thread_count("auto") == len(os.sched_getaffinity(0)) == available_cores()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert thread_count("auto") == 3  # inside a Slurm job: its allocation, not the node's cores
+    assert thread_count(5) == 5
+
+
+def test_the_machine_setting_reaches_the_config_and_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert compose_config(CONF, ["variant=baseline"]).trainer.threads == "auto"
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert compose_config(CONF, ["variant=baseline"]).trainer.threads == 1
+    for bad in ("0", "two"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ConfigError, match="trainer.threads: got .*; expected auto, or an integer >= 1"):
+            validate(compose_config(CONF, ["variant=baseline"]))
+
+
+def overlapping(intervals: list[tuple[int, int]]) -> bool:
+    ordered = sorted(intervals)
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+
+
+@pytest.mark.integration
+def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data: Path, isolated_mlflow: str) -> None:
+    overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
+    result = run_entry(
+        "train.py", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4", *overrides,
+        cwd=split_data, env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = runs()
+    assert sorted(r.info.run_name for r in found) == [f"cnn-augment_off-seed={s}" for s in (1, 2, 3, 4)]
+    assert {r.data.params["seed"] for r in found} == {"1", "2", "3", "4"}
+    assert all(r.info.status == "FINISHED" for r in found)
+    # Two jobs at a time share this machine's cores: each TensorFlow gets its half.
+    assert {r.data.tags["tf_threads"] for r in found} == {str(max(1, available_cores() // 2))}
+    assert overlapping([(r.info.start_time, r.info.end_time) for r in found]), "no two jobs ran at the same time"
+    models = sorted((split_data / "multirun").rglob("model.keras"))
+    assert len({m.parent for m in models}) == 4
+    assert not (split_data / "models").exists(), "a sweep job wrote the study's outputs"
+
+
+@pytest.fixture
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A single-node Slurm cluster on this machine for the test (tests/slurm_cluster.py)."""
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    with slurm_cluster.single_node_slurm(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+@pytest.mark.integration
+def test_a_slurm_sweep_lands_its_runs_in_the_store(split_data: Path, isolated_mlflow: str, slurm) -> None:
+    overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
+    result = run_entry(
+        "train.py", "--multirun", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10", "seed=1,2", *overrides,
+        cwd=split_data, env={**slurm, "MLFLOW_TRACKING_URI": isolated_mlflow},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = runs()
+    assert sorted(r.info.run_name for r in found) == ["cnn-augment_off-seed=1", "cnn-augment_off-seed=2"]
+    assert all(r.info.status == "FINISHED" for r in found)
+    assert {r.data.tags["tf_threads"] for r in found} == {"1"}, "a job's TensorFlow did not take its allocation"
+    # submitit kept each Slurm job's log; each job ran under Slurm (its own job id, on the node).
+    logs = sorted((split_data / "multirun").rglob(".submitit/*/*_log.out"))
+    assert len(logs) == 2, logs
+    assert len({log.parent.name for log in logs}) == 2
