@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,36 @@ def test_an_applied_experiment_is_the_workspace_setting(project) -> None:
     )
     assert composed.strip() == "3"
     assert dvc_status(root, env) == set()
+
+
+def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> None:
+    """`dvc exp run --queue` twice, then `dvc queue start --jobs 2`: both experiments train at the same time,
+    each tracked in MLflow under its experiment's name, each TensorFlow on the threads CATDOG_THREADS gives it."""
+    root, env = project
+    env = {**env, "CATDOG_THREADS": "1"}
+    dvc = (sys.executable, "-m", "dvc")
+    names = ["queued-2-epochs", "queued-3-epochs"]
+    for name, epochs in zip(names, (2, 3)):
+        sh(*dvc, "exp", "run", "--queue", "-n", name, "-S", f"variants.baseline.trainer.epochs={epochs}", cwd=root,
+           env=env)
+    sh(*dvc, "queue", "start", "--jobs", "2", cwd=root, env=env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = sh(*dvc, "queue", "status", cwd=root, env=env)
+        done = [line for line in status.splitlines() if any(n in line for n in names) and "Success" in line]
+        if len(done) == 2 or "Failed" in status:
+            break
+        time.sleep(2)
+    assert len(done) == 2, status + "\n" + sh(*dvc, "queue", "logs", names[0], cwd=root, env=env)[-3000:]
+    client, experiment_id = study_store(root)
+    spans = []
+    for name in names:
+        tagged = client.search_runs([experiment_id], f"tags.dvc_experiment = '{name}'")
+        assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]
+        baseline = next(r for r in tagged if r.info.run_name == "baseline")
+        assert baseline.data.tags["tf_threads"] == "1"
+        spans.append((min(r.info.start_time for r in tagged), max(r.info.end_time for r in tagged)))
+    (first, second) = sorted(spans)
+    assert second[0] < first[1], f"the two experiments ran one after the other: {spans}"
+    shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
+    assert all(any(name in row for row in shown.splitlines()) for name in names)
