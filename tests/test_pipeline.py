@@ -220,8 +220,9 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     root, env = project
     env = {**env, "CATDOG_THREADS": "1"}
     dvc = (sys.executable, "-m", "dvc")
-    names = ["queued-2-epochs", "queued-3-epochs"]
-    for name, epochs in zip(names, (2, 3)):
+    # Epoch counts no earlier test ran: DVC would restore those stages from its run cache instead of training.
+    names = ["queued-4-epochs", "queued-5-epochs"]
+    for name, epochs in zip(names, (4, 5)):
         sh(*dvc, "exp", "run", "--queue", "-n", name, "-S", f"variants.baseline.trainer.epochs={epochs}", cwd=root,
            env=env)
     sh(*dvc, "queue", "start", "--jobs", "2", cwd=root, env=env)

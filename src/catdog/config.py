@@ -32,6 +32,10 @@ class ConfigError(ValueError):
     """A config value is out of its allowed range; the message names the key and what is allowed."""
 
 
+class StoreError(RuntimeError):
+    """The tracking store cannot be used: the message names its URI, what it answered and what to do."""
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -91,7 +95,8 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def reports_config_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Wrap an entry point so a config mistake prints one line per problem and exits 2, with no traceback
+    """Wrap an entry point so a config mistake prints one line per problem and exits 2, and a tracking store that
+    cannot be used (absent, refusing these credentials) one line and exits 1, with no traceback
     (`HYDRA_FULL_ERROR=1` shows it)."""
 
     @functools.wraps(main)
@@ -106,6 +111,11 @@ def reports_config_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictCo
             for line in lines:
                 print(f"config error: {line}", file=sys.stderr)
             sys.exit(2)
+        except StoreError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"tracking error: {exc}", file=sys.stderr)
+            sys.exit(1)
 
     return wrapper
 

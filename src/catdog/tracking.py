@@ -22,13 +22,15 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.checkpoints import History, State
-from catdog.config import DVC_EXPERIMENT_ENV, URI_ENV
+from catdog.config import DVC_EXPERIMENT_ENV, URI_ENV, StoreError
 from catdog.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
+# A read every client may make: what the server answers it shows whether this client's credentials get in.
+CREDENTIALS_PROBE = "/api/2.0/mlflow/experiments/search"
 PARAM_VALUE_LIMIT = 6000
 SENTINEL_METRIC = "loss"
 # Runs made by `dvc exp run` carry the experiment's name (from DVC_EXPERIMENT_ENV) in this tag.
@@ -38,12 +40,12 @@ DVC_EXPERIMENT_TAG = "dvc_experiment"
 STUDY_INPUTS = ("src", "conf", "params.yaml", "dvc.yaml")
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(StoreError):
     """The tracking store named by the config or the environment does not answer."""
 
 
 class TrackingServerError(TrackingUnavailable):
-    """The tracking server answered its health check with an HTTP error status."""
+    """The tracking server answered its health check, or this client's first API call, with an HTTP error."""
 
 
 def http_error_hint(status: int) -> str:
@@ -61,13 +63,14 @@ def http_error_hint(status: int) -> str:
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail fast, naming the URI, when a tracking server is not there or answers with an HTTP error."""
+    """Fail fast, naming the URI, when a tracking server is not there, answers with an HTTP error, or refuses this
+    client's credentials (MLflow's own MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN): before anything is logged."""
     if not uri.startswith(REMOTE_SCHEMES):
         return
     health = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=timeout_s):
-            return
+            pass
     except urllib.error.HTTPError as exc:
         exc.close()
         raise TrackingServerError(
@@ -79,6 +82,38 @@ def check_reachable(uri: str, timeout_s: float) -> None:
             f"MLflow tracking server {uri} did not answer within {timeout_s} s ({exc}); start it, "
             f"or unset {URI_ENV} / tracking.uri to use the local SQLite store"
         ) from exc
+    check_credentials(uri, timeout_s)
+
+
+def check_credentials(uri: str, timeout_s: float) -> None:
+    """`/health` answers anyone; a server with authentication (`mlflow server --app-name basic-auth`) answers an
+    API call without valid credentials with 401, and one the user may not make with 403."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(
+            get_default_host_creds(uri), CREDENTIALS_PROBE, "GET", max_retries=0, timeout=timeout_s,
+            params={"max_results": 1},
+        )
+    except mlflow.MlflowException as exc:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} did not answer {CREDENTIALS_PROBE}: {exc}") from exc
+    if response.status_code in (401, 403):
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        who = f"user {user!r}" if user else "no credentials"
+        raise TrackingServerError(
+            f"MLflow tracking server {uri} answered {CREDENTIALS_PROBE} with HTTP {response.status_code} "
+            f"{response.reason} ({who}): {http_error_hint(response.status_code)}"
+        )
+
+
+def lost(uri: str, timeout_s: float) -> bool:
+    """Whether a tracking server that answered when the run started no longer does."""
+    try:
+        check_reachable(uri, timeout_s)
+    except TrackingUnavailable:
+        return True
+    return False
 
 
 def _sqlite_path(uri: str) -> Path | None:

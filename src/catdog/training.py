@@ -20,7 +20,7 @@ from catdog.outputs import write_outputs
 from catdog.phases import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
 from catdog.manifests import check_split_settings
 from catdog.threads import size_thread_pools
-from catdog.tracking import connect, log_pending_epochs, start_tracking
+from catdog.tracking import TrackingUnavailable, connect, log_pending_epochs, lost, start_tracking
 
 __all__ = ["TrainingDiverged", "fingerprint", "train"]
 
@@ -71,9 +71,19 @@ def train(cfg: DictConfig) -> dict:
     validate(cfg)
     threads = size_thread_pools(cfg.trainer.threads)  # before TensorFlow runs its first op
     version = check_split_settings(cfg.data)
-    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    with precision(cfg.trainer.mixed_precision):
-        return _train(cfg, version, experiment_id, threads)
+    uri = tracking_uri(cfg.tracking.uri)
+    experiment_id = connect(uri, cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    try:
+        with precision(cfg.trainer.mixed_precision):
+            return _train(cfg, version, experiment_id, threads)
+    except Exception as exc:
+        if lost(uri, cfg.tracking.connect_timeout_s):
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} stopped answering during the run ({str(exc).splitlines()[0]}); "
+                f"the checkpoint of its last epoch is kept in {cfg.trainer.checkpoint_dir}: run the same command "
+                "again once the server is back, and training continues in the same MLflow run"
+            ) from exc
+        raise
 
 
 def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> dict:
@@ -100,10 +110,11 @@ def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> d
             run_phases(cfg, model, state, checkpoints, data, elapsed)
             metrics = finish(cfg, model, state, checkpoints, data, elapsed())
         except Exception as exc:
-            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
             if isinstance(exc, TrainingDiverged):
                 checkpoints.clear()
-            mlflow.end_run("FAILED")
+            if not lost(tracking_uri(cfg.tracking.uri), cfg.tracking.connect_timeout_s):
+                mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
+                mlflow.end_run("FAILED")
             raise
     checkpoints.clear()
     return metrics

@@ -1,0 +1,110 @@
+"""A PostgreSQL cluster in a folder of its own, from Debian's `postgresql` package: created with initdb, listening on
+127.0.0.1 only at a free port (no Unix socket outside the folder), with a generated password for its `postgres`
+role (scram-sha-256: no other user of the machine gets in), started and stopped with pg_ctl. PostgreSQL refuses to
+run as root, so as root it runs as the `postgres` user the package creates."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+INSTALL = "install Debian's `postgresql` package (`apt-get install postgresql`; .ci/run does)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bin_dir() -> Path:
+    """The newest installed PostgreSQL's programs (Debian keeps them off PATH, in /usr/lib/postgresql/<v>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise FileNotFoundError(f"PostgreSQL's pg_ctl not found; {INSTALL}")
+
+
+class Cluster:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port_file = data.parent / f"{data.name}.port"
+        self.password_file = data.parent / f"{data.name}.password"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        """A PostgreSQL program, as the postgres user where this is root."""
+        cmd = [str(bin_dir() / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True)
+
+    def _check_reachable_by_postgres(self) -> None:
+        if os.geteuid() != 0:
+            return
+        for parent in self.data.resolve().parents:
+            if not os.stat(parent).st_mode & 0o001:
+                raise PermissionError(f"PostgreSQL runs as the postgres user, which cannot enter {parent} (mode "
+                                      f"{oct(os.stat(parent).st_mode & 0o777)}) on the way to {self.data}; choose "
+                                      "a folder outside it")
+
+    def start(self) -> None:
+        self._check_reachable_by_postgres()
+        if not (self.data / "PG_VERSION").exists():
+            self.data.mkdir(parents=True, exist_ok=True)
+            self.data.chmod(0o700)
+            self.password_file.touch(mode=0o600)
+            self.password_file.write_text(secrets.token_urlsafe(18))
+            given = self.data.parent / f".{self.data.name}.initdb-password"  # readable by initdb, then gone
+            given.touch(mode=0o600)
+            given.write_text(self.password_file.read_text())
+            if os.geteuid() == 0:
+                user = pwd.getpwnam("postgres")
+                for path in (self.data, given):
+                    os.chown(path, user.pw_uid, user.pw_gid)
+            try:
+                done = self._run("initdb", "-D", str(self.data), "-A", "scram-sha-256", "-U", "postgres",
+                                 f"--pwfile={given}", "-E", "UTF8")
+            finally:
+                given.unlink()
+            if done.returncode:
+                raise RuntimeError(f"initdb {self.data} failed: {done.stderr.strip()}")
+        port = free_port()
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {self.data}"
+        done = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "server.log"), "-w",
+                         "start")
+        if done.returncode:
+            log = self.data / "server.log"
+            raise RuntimeError(f"PostgreSQL in {self.data} did not start: {done.stderr.strip()}\n"
+                               f"{log.read_text()[-2000:] if log.exists() else ''}")
+        self.port_file.write_text(str(port))
+
+    @property
+    def port(self) -> int:
+        return int(self.port_file.read_text())
+
+    def uri(self, database: str, driver: str = "psycopg") -> str:
+        """SQLAlchemy's URI of `database` (`driver=""`: libpq's own form)."""
+        password = self.password_file.read_text().strip()
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://postgres:{password}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.uri("postgres", driver=""), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+    def stop(self) -> None:
+        """Stop the cluster if it runs (fast: clients are disconnected)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.port_file.unlink(missing_ok=True)

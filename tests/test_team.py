@@ -1,0 +1,183 @@
+"""The team server on the real engines: PostgreSQL and `mlflow server` with basic auth, started by the fixture on
+127.0.0.1 (catdog.team_server, as the README's team setup does), with runs, figures, models and the registry going
+through it; four trainings at once; a server killed mid-run; clients without valid credentials."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from catdog import team_server
+from catdog.pg import bin_dir
+from catdog.tracking import TrackingServerError, connect
+from conftest import REPO, expected_overrides, run_entry, tiny_overrides
+
+pytestmark = pytest.mark.integration
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+@dataclass
+class Team:
+    folder: Path
+    uri: str
+    users: dict[str, str]  # name → password, the admin included
+
+    def env(self, user: str | None, password: str | None = None, **extra: str) -> dict[str, str]:
+        """This process's environment pointed at the server, as `user` (None: no credentials)."""
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+        env.update(MLFLOW_TRACKING_URI=self.uri, **extra)
+        if user:
+            env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password or self.users[user])
+        return env
+
+    def client(self, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+        """A client of the server with the admin's credentials."""
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", team_server.ADMIN)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", self.users[team_server.ADMIN])
+        return MlflowClient(self.uri)
+
+
+@pytest.fixture(scope="module")
+def team() -> Iterator[Team]:
+    try:
+        bin_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    folder = Path(tempfile.mkdtemp(prefix="catdog-team-"))  # under /tmp: the postgres user can reach it
+    try:
+        started = time.monotonic()
+        state = team_server.start(folder)
+        print(f"team server up in {time.monotonic() - started:.1f} s")
+        users = {team_server.ADMIN: team_server.admin_password(folder), "alice": team_server.add_user(folder, "alice")}
+        yield Team(folder, state["uri"], users)
+    finally:
+        team_server.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def runs_named(client: MlflowClient, prefix: str) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return [r for r in client.search_runs(experiments) if r.info.run_name.startswith(prefix)]
+
+
+def adhoc(name: str, *extra: str) -> list[str]:
+    overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if o != "trainer.epochs=1"]
+    return [*overrides, f"name={name}", *extra]
+
+
+def test_a_client_without_valid_credentials_is_refused_in_one_line_and_writes_nothing(
+    team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_entry("train.py", *adhoc("refused", "trainer.epochs=1"), cwd=split_data, env=team.env(None))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tracking error: MLflow tracking server {team.uri} answered")
+    assert "HTTP 401" in last and "no credentials" in last and "MLFLOW_TRACKING_USERNAME" in last
+    # Hydra's own record of the command (outputs/<date>/<time>-refused/.hydra/) is all there is: no model, no checkpoint.
+    assert not list(split_data.rglob("*.keras")) and not (split_data / "checkpoints").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    with pytest.raises(TrackingServerError, match=r"HTTP 401 Unauthorized \(user 'alice'\)"):
+        connect(team.uri, "catdog-study", timeout_s=10)
+    assert runs_named(team.client(monkeypatch), "refused") == []
+
+
+def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = team.env("alice")
+    for variant in ("baseline", "augmented"):
+        result = run_entry("train.py", *tiny_overrides(variant), cwd=split_data, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+    result = run_entry("compare.py", "study.variants=[baseline,augmented]", *expected_overrides(), cwd=split_data,
+                       env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = team.client(monkeypatch)
+    experiment = client.get_experiment_by_name("catdog-study")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert {"baseline", "augmented", "compare"} <= set(runs)
+    for variant in ("baseline", "augmented"):
+        run = runs[variant]
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
+        assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "val"}
+        figure = client.download_artifacts(run.info.run_id, "figures/learning_curves.png", str(split_data))
+        assert Path(figure).read_bytes().startswith(b"\x89PNG")  # through the server's artifact proxy
+    trained = {runs[v].info.run_id for v in ("baseline", "augmented")}
+    logged = [m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id in trained]
+    assert len(logged) == 4  # the Keras model and the classifier of each run
+    registered = client.get_registered_model("catdog")
+    (alias, version), = registered.aliases.items()  # no git here: the pick is a challenger
+    assert alias == "challenger"
+    assert client.get_model_version("catdog", version).run_id in {runs["baseline"].info.run_id,
+                                                                   runs["augmented"].info.run_id}
+
+
+def test_four_trainings_at_once_log_every_epoch_exactly_once(
+    team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "src" / "train.py"), *adhoc(f"parallel-{i}", "trainer.epochs=2", f"seed={i}")],
+            cwd=split_data, env=team.env("alice"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(4)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    client = team.client(monkeypatch)
+    runs = runs_named(client, "parallel-")
+    assert sorted(r.info.run_name for r in runs) == [f"parallel-{i}" for i in range(4)]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for key in ("loss", "val_accuracy"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1], (run.info.run_name, key)
+
+
+def test_a_run_whose_server_dies_stops_by_name_and_resumes_into_the_same_run(
+    team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    epochs = 20
+    cmd = [sys.executable, str(REPO / "src" / "train.py"),
+           *adhoc("interrupted", f"trainer.epochs={epochs}", "trainer.early_stopping.enabled=false")]
+    # MLflow retries a failed call for minutes by default; here the loss must show at once.
+    env = team.env("alice", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    client = team.client(monkeypatch)
+    trainer = subprocess.Popen(cmd, cwd=split_data, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and trainer.poll() is None:
+        runs = runs_named(client, "interrupted")
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            break
+        time.sleep(0.05)
+    trainer.send_signal(signal.SIGSTOP)  # hold it between epochs while the server goes down
+    state = team_server.read_state(team.folder)
+    os.killpg(state["pid"], signal.SIGKILL)
+    trainer.send_signal(signal.SIGCONT)
+    _, err = trainer.communicate(timeout=300)
+    assert trainer.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"tracking error: MLflow tracking server {team.uri} stopped answering during the run")
+    assert "checkpoints/adhoc/interrupted" in last
+    assert any((split_data / "checkpoints" / "adhoc" / "interrupted").iterdir())
+
+    port = int(team.uri.rsplit(":", 1)[1])
+    team_server.start(team.folder, port=port)  # the same URI as before
+    result = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = runs_named(client, "interrupted")
+    assert len(runs) == 1, "the resumed run opened a new MLflow run"
+    assert runs[0].info.status == "FINISHED"
+    for key in ("loss", "val_accuracy"):
+        assert [m.step for m in client.get_metric_history(runs[0].info.run_id, key)] == list(range(epochs))
