@@ -8,11 +8,12 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from catdog.pg import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
 
@@ -25,12 +26,6 @@ def missing() -> str | None:
     if os.geteuid() != 0:
         return "a test Slurm cluster runs its daemons as root (SlurmUser=root); this test is not root"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_conf(root: Path, munge_socket: Path) -> str:

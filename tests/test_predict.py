@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from catdog import predict
 from catdog.dataset import decode_images
 from catdog.models import build_model
 from catdog.serving import ImageClassifier, log_classifier, softmax, to_base64
+from catdog.pg import free_port
 from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 
 CLASSES = ["cats", "dogs"]
@@ -305,12 +305,6 @@ def test_the_prediction_benchmark_times_every_mode_on_the_test_split(split_data:
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert json.loads((out / "predict.json").read_text()) == result
     assert (out / "predict.md").read_text().count("\n| ") == 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post(url: str, body: bytes) -> tuple[int, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +16,12 @@ import pytest
 from mlflow import MlflowClient
 
 from catdog.config import tracking_uri
+from catdog.pg import free_port
 from catdog.tracking import TrackingUnavailable, check_reachable, flat_params
 from catdog.training import train
 from conftest import REPO, expected_overrides, tiny_config
 
 PARALLEL_RUNS = 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
