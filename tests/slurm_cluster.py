@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from catdog.pg import free_port
+from catdog.loopback import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
 

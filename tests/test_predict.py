@@ -25,7 +25,7 @@ from catdog import predict
 from catdog.dataset import decode_images
 from catdog.models import build_model
 from catdog.serving import ImageClassifier, log_classifier, softmax, to_base64
-from catdog.pg import free_port
+from catdog.loopback import free_port
 from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 
 CLASSES = ["cats", "dogs"]

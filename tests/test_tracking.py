@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from catdog.config import tracking_uri
-from catdog.pg import free_port
+from catdog.loopback import free_port
 from catdog.tracking import TrackingUnavailable, check_reachable, flat_params
 from catdog.training import train
 from conftest import REPO, expected_overrides, tiny_config

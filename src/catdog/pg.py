@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
+from catdog.loopback import free_port, generated_secret
+
 INSTALL = "install Debian's `postgresql` package (`apt-get install postgresql`; .ci/run does)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bin_dir() -> Path:
@@ -60,8 +54,8 @@ class Cluster:
         if not (self.data / "PG_VERSION").exists():
             self.data.mkdir(parents=True, exist_ok=True)
             self.data.chmod(0o700)
-            self.password_file.touch(mode=0o600)
-            self.password_file.write_text(secrets.token_urlsafe(18))
+            self.password_file.unlink(missing_ok=True)
+            generated_secret(self.password_file)
             given = self.data.parent / f".{self.data.name}.initdb-password"  # readable by initdb, then gone
             given.touch(mode=0o600)
             given.write_text(self.password_file.read_text())

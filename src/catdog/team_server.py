@@ -1,34 +1,34 @@
 """A local team tracking server to try the team setup with: a PostgreSQL cluster and `mlflow server` with MLflow's
 basic-auth app, both on 127.0.0.1, everything under one folder, started and stopped by the same command:
 
-    uv run python -m catdog.team_server start [--folder F] [--artifacts s3://bucket/path]
+    uv run python -m catdog.team_server start [--folder F] [--artifacts s3://bucket/path | --s3]
     uv run python -m catdog.team_server add-user alice        # prints her password once
     uv run python -m catdog.team_server stop
 
-The admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, else is generated into <folder>/admin_password (0600).
+`--s3` also starts a local S3 API server (catdog.swift) under <folder>/s3 with a bucket for the artifacts and one
+for a DVC remote. The admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, else is generated into <folder>/admin_password (0600).
 Nothing here is the project's config: it is a machine's server, as `mlflow server` on a team's host would be.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from catdog.files import write_text
-from catdog.pg import Cluster, free_port
+from catdog.loopback import free_port, generated_secret, stop_group, wait_http
+from catdog.pg import Cluster
+from catdog.swift import S3Server
 
 ADMIN = "admin"
 STATE = "server.json"
 HEALTH_TIMEOUT_S = 90
+BUCKETS = ("mlflow", "dvc")
 
 
 def default_folder() -> Path:
@@ -38,14 +38,7 @@ def default_folder() -> Path:
 
 def secret(folder: Path, env: str, name: str) -> str:
     """$`env` if set, else the one generated into <folder>/<name> (0600) the first time."""
-    given = os.environ.get(env)
-    if given:
-        return given
-    saved = folder / name
-    if not saved.exists():
-        saved.touch(mode=0o600)
-        saved.write_text(secrets.token_urlsafe(18))
-    return saved.read_text().strip()
+    return os.environ.get(env) or generated_secret(folder / name)
 
 
 def admin_password(folder: Path) -> str:
@@ -69,23 +62,25 @@ def auth_config(folder: Path, database_uri: str) -> Path:
     return ini
 
 
-def wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.poll() is None:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return
-        time.sleep(0.5)
-    what = f"exited with {server.returncode}" if server.poll() is not None else f"did not answer in {timeout_s:.0f} s"
-    raise RuntimeError(f"mlflow server {uri} {what}; its log ({log}):\n"
-                       f"{log.read_text()[-3000:] if log.exists() else '(none)'}")
+def local_s3(folder: Path) -> tuple[str, dict[str, str]]:
+    """Start a local S3 API server (catdog.swift) under <folder>/s3 with the buckets `mlflow` (the server's
+    artifacts) and `dvc` (the team's DVC remote); return the artifact destination and the server's S3 settings."""
+    s3 = S3Server(folder / "s3")
+    s3.start()
+    for bucket in BUCKETS:
+        s3.create_bucket(bucket)
+    return f"s3://{BUCKETS[0]}/artifacts", s3.env()
 
 
-def start(folder: Path, artifacts: str | None = None, port: int | None = None) -> dict:
-    """Start (or restart) the cluster and the server under `folder`; return the state clients need."""
+def start(folder: Path, artifacts: str | None = None, port: int | None = None, s3: bool = False) -> dict:
+    """Start (or restart) the cluster and the server under `folder` (`s3`: with a local S3 server for its artifacts
+    and a DVC remote); return the state clients need."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o711)  # the postgres user passes through to its cluster folder; nothing else is readable
     stop(folder)
+    s3_env = {}
+    if s3:
+        artifacts, s3_env = local_s3(folder)
     cluster = Cluster(folder / "postgres")
     cluster.start()
     for database in ("mlflow", "mlflow_auth"):
@@ -93,7 +88,7 @@ def start(folder: Path, artifacts: str | None = None, port: int | None = None) -
     port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
     log = folder / "mlflow-server.log"
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
+    env = {**os.environ, **s3_env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password(folder),
            # Signs the UI's CSRF tokens; the same across restarts so open browser sessions stay valid.
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
@@ -107,9 +102,12 @@ def start(folder: Path, artifacts: str | None = None, port: int | None = None) -
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     state = {"uri": uri, "pid": server.pid, "postgres": str(cluster.data), "artifacts": destination}
+    if s3:
+        state["s3"] = {"endpoint": s3_env["MLFLOW_S3_ENDPOINT_URL"], "access_key": s3_env["AWS_ACCESS_KEY_ID"],
+                       "secret_file": str(folder / "s3" / "s3_secret"), "dvc_remote": f"s3://{BUCKETS[1]}/catdog"}
     write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
     try:
-        wait_healthy(uri, server, log)
+        wait_http(f"{uri}/health", server, log, "mlflow server", HEALTH_TIMEOUT_S)
     except RuntimeError:
         stop(folder)
         raise
@@ -125,17 +123,10 @@ def stop(folder: Path) -> None:
     """Stop the server (its whole process group: it runs workers) and the cluster; a no-op where none runs."""
     state = read_state(folder)
     if state:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(state["pid"], signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                with contextlib.suppress(ChildProcessError):  # reap it where this process started it
-                    os.waitpid(state["pid"], os.WNOHANG)
-                os.killpg(state["pid"], 0)
-                time.sleep(0.2)
-            os.killpg(state["pid"], signal.SIGKILL)
+        stop_group(state["pid"])
         (folder / STATE).unlink()
     Cluster(folder / "postgres").stop()
+    S3Server(folder / "s3").stop()
 
 
 def add_user(folder: Path, username: str, password: str | None = None) -> str:
@@ -163,12 +154,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder", type=Path, default=default_folder())
     parser.add_argument("--artifacts", help="artifact store URI (default: <folder>/artifacts)")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--s3", action="store_true",
+                        help="also start a local S3 server (Swift) for the artifacts and a DVC remote")
     args = parser.parse_args(argv)
     if args.command == "start":
-        state = start(args.folder, args.artifacts, args.port)
+        if args.s3 and args.artifacts:
+            parser.error("--s3 starts its own bucket for the artifacts: give --s3 or --artifacts, not both")
+        state = start(args.folder, args.artifacts, args.port, args.s3)
         print(f"MLflow server with basic auth at {state['uri']} (PostgreSQL cluster {state['postgres']}, artifacts "
               f"{state['artifacts']}); admin password in {args.folder / 'admin_password'} unless "
               f"$MLFLOW_AUTH_ADMIN_PASSWORD gave it")
+        if args.s3:
+            s3 = state["s3"]
+            print(f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
+                  f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
+                  f"  dvc remote add --local -d team {s3['dvc_remote']}\n"
+                  f"  dvc remote modify --local team endpointurl {s3['endpoint']}\n"
+                  f"  dvc remote modify --local team access_key_id {s3['access_key']}\n"
+                  f"  dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})")
     elif args.command == "stop":
         stop(args.folder)
         print(f"stopped the team server under {args.folder}")
