@@ -148,3 +148,8 @@ def real_weights_home() -> Path:
         pytest.skip(f"ImageNet weights not in Keras' cache ({weights}); .ci/run seeds it from ../shared/models")
     return home
 
+
+def all_runs() -> list:
+    """Every run of every experiment in the current tracking store."""
+    client = mlflow.MlflowClient()
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])

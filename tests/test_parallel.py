@@ -8,18 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from catdog.config import ConfigError, validate
 from catdog.study import compose_config
 from catdog.threads import THREADS_ENV, available_cores, thread_count
 import slurm_cluster
-from conftest import CONF, run_entry, tiny_overrides
-
-
-def runs() -> list:
-    client = MlflowClient()
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+from conftest import CONF, all_runs, run_entry, tiny_overrides
 
 
 def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +48,7 @@ def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data
         cwd=split_data, env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    found = runs()
+    found = all_runs()
     assert sorted(r.info.run_name for r in found) == [f"cnn-augment_off-seed={s}" for s in (1, 2, 3, 4)]
     assert {r.data.params["seed"] for r in found} == {"1", "2", "3", "4"}
     assert all(r.info.status == "FINISHED" for r in found)
@@ -85,7 +79,7 @@ def test_a_slurm_sweep_lands_its_runs_in_the_store(split_data: Path, isolated_ml
         cwd=split_data, env={**slurm, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    found = runs()
+    found = all_runs()
     assert sorted(r.info.run_name for r in found) == ["cnn-augment_off-seed=1", "cnn-augment_off-seed=2"]
     assert all(r.info.status == "FINISHED" for r in found)
     assert {r.data.tags["tf_threads"] for r in found} == {"1"}, "a job's TensorFlow did not take its allocation"

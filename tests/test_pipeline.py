@@ -14,6 +14,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from catdog import swift
 from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 
 pytestmark = pytest.mark.integration
@@ -246,3 +247,48 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     assert second[0] < first[1], f"the two experiments ran one after the other: {spans}"
     shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
     assert all(any(name in row for row in shown.splitlines()) for name in names)
+
+
+def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(project, tmp_path: Path) -> None:
+    """`dvc push` to a DVC S3 remote on Swift's S3 API, a fresh `git clone`, `dvc pull`: every stage is up to date
+    and `dvc repro` neither downloads (the clone has no mirror and no network) nor trains (no MLflow run)."""
+    try:
+        swift.programs()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    root, env = project
+    s3 = swift.S3Server(tmp_path / "s3")
+    s3.start()
+    try:
+        s3.create_bucket("dvc")
+        dvc = (sys.executable, "-m", "dvc")
+
+        def add_remote(clone: Path) -> None:  # per user, in .dvc/config.local: nothing of it is committed
+            sh(*dvc, "remote", "add", "--local", "-d", "team", "s3://dvc/catdog", cwd=clone, env=env)
+            for key, value in (("endpointurl", s3.endpoint), ("access_key_id", s3.access_key),
+                               ("secret_access_key", s3.secret_key)):
+                sh(*dvc, "remote", "modify", "--local", "team", key, value, cwd=clone, env=env)
+
+        assert dvc_status(root, env) == set()
+        sh("git", "add", "-A", cwd=root, env=env)
+        sh("git", "commit", "-qm", "the study", "--allow-empty", cwd=root, env=env)
+        add_remote(root)
+        pushed = sh(*dvc, "push", cwd=root, env=env)
+        assert "files pushed" in pushed, pushed
+        assert s3.secret_key not in sh("git", "show", "HEAD:.dvc/config", cwd=root, env=env)
+        clone = tmp_path / "teammate"
+        sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path, env=env)
+        assert not (clone / "models" / "baseline").exists()
+        add_remote(clone)
+        sh(*dvc, "pull", cwd=clone, env=env)
+        for variant in VARIANTS:
+            assert (clone / "models" / variant / "model.keras").read_bytes() == \
+                (root / "models" / variant / "model.keras").read_bytes()
+        offline = {**env, "CATDOG_DATA_MIRROR": str(tmp_path / "no-such-mirror.zip")}
+        assert dvc_status(clone, offline) == set()
+        out = sh(*dvc, "repro", cwd=clone, env=offline)
+        assert "Data and pipelines are up to date." in out, out
+        assert "Running stage" not in out, out
+        assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
+    finally:
+        s3.stop()

@@ -1,6 +1,6 @@
-"""The team server on the real engines: PostgreSQL and `mlflow server` with basic auth, started by the fixture on
-127.0.0.1 (catdog.team_server, as the README's team setup does), with runs, figures, models and the registry going
-through it; four trainings at once; a server killed mid-run; clients without valid credentials."""
+"""The team server on the real engines: PostgreSQL, `mlflow server` with basic auth and Swift's S3 API for its
+artifacts, started by the fixture on 127.0.0.1 (catdog.team_server --s3, as the README's team setup does), with
+runs, figures, models and the registry going through it; four trainings at once; a server killed mid-run; clients without valid credentials."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from catdog import team_server
+from catdog import swift, team_server
 from catdog.pg import bin_dir
 from catdog.tracking import TrackingServerError, connect
 from conftest import REPO, expected_overrides, run_entry, tiny_overrides
@@ -52,12 +52,13 @@ class Team:
 def team() -> Iterator[Team]:
     try:
         bin_dir()
+        swift.programs()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     folder = Path(tempfile.mkdtemp(prefix="catdog-team-"))  # under /tmp: the postgres user can reach it
     try:
         started = time.monotonic()
-        state = team_server.start(folder)
+        state = team_server.start(folder, s3=True)
         print(f"team server up in {time.monotonic() - started:.1f} s")
         users = {team_server.ADMIN: team_server.admin_password(folder), "alice": team_server.add_user(folder, "alice")}
         yield Team(folder, state["uri"], users)
@@ -113,6 +114,11 @@ def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, m
         assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"train", "val"}
         figure = client.download_artifacts(run.info.run_id, "figures/learning_curves.png", str(split_data))
         assert Path(figure).read_bytes().startswith(b"\x89PNG")  # through the server's artifact proxy
+    # ... from the S3 bucket the server keeps them in (the client never saw S3 credentials).
+    stored = swift.S3Server(team.folder / "s3").client().list_objects_v2(Bucket="mlflow")["Contents"]
+    for variant in ("baseline", "augmented"):
+        assert any(o["Key"].endswith(f"{runs[variant].info.run_id}/artifacts/figures/learning_curves.png")
+                   for o in stored), [o["Key"] for o in stored][:20]
     trained = {runs[v].info.run_id for v in ("baseline", "augmented")}
     logged = [m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id in trained]
     assert len(logged) == 4  # the Keras model and the classifier of each run
@@ -173,7 +179,7 @@ def test_a_run_whose_server_dies_stops_by_name_and_resumes_into_the_same_run(
     assert any((split_data / "checkpoints" / "adhoc" / "interrupted").iterdir())
 
     port = int(team.uri.rsplit(":", 1)[1])
-    team_server.start(team.folder, port=port)  # the same URI as before
+    team_server.start(team.folder, port=port, s3=True)  # the same URI as before
     result = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = runs_named(client, "interrupted")
