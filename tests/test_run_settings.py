@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -12,15 +13,11 @@ from mlflow import MlflowClient
 from catdog import checkpoints
 from catdog.config import ConfigError
 from catdog.manifests import data_version
+from catdog.precision import EmulatedPrecisionWarning
 from catdog.split import make_split
-from catdog.training import train
-from conftest import CONF, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 from catdog.study import compose_config
-
-
-def runs() -> list:
-    client = MlflowClient()
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+from catdog.training import train
+from conftest import CONF, all_runs, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 
 
 def dtype_policies(model: keras.Model) -> set[str]:
@@ -34,21 +31,26 @@ def dtype_policies(model: keras.Model) -> set[str]:
     return found
 
 
-def test_a_run_restores_the_precision_policy_it_set(split_data: Path) -> None:
+def test_a_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(split_data: Path) -> None:
     before = keras.mixed_precision.global_policy().name
-    train(tiny_config("baseline", "trainer.mixed_precision=true", "name=mixed"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmulatedPrecisionWarning)  # a CI machine may lack native bfloat16
+        train(tiny_config("baseline", "trainer.precision=bfloat16", "name=mixed"))
     assert keras.mixed_precision.global_policy().name == before == "float32"
     mixed = keras.models.load_model(split_data / "models" / "mixed" / "model.keras")
-    assert dtype_policies(mixed) == {"mixed_float16"}
+    assert dtype_policies(mixed) == {"mixed_bfloat16"}
+    assert mixed.get_layer("net").get_layer("logits").dtype_policy.compute_dtype == "float32"
+    assert all(w.dtype == "float32" for w in mixed.weights)  # bfloat16 compute, float32 variables
     train(tiny_config("baseline", "name=plain"))  # as the next job of a --multirun sweep would
     plain = keras.models.load_model(split_data / "models" / "plain" / "model.keras")
     assert dtype_policies(plain) == {"float32"}
+    assert {r.info.run_name: r.data.tags["precision"] for r in all_runs()} == {"mixed": "bfloat16", "plain": "float32"}
 
 
 def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) -> None:
     cfg = tiny_config("baseline")
     train(cfg)
-    (run,) = runs()
+    (run,) = all_runs()
     params = run.data.params
     assert params["data.split_seed"] == str(cfg.data.split_seed)
     assert params["data.test_fraction"] == str(cfg.data.test_fraction)
@@ -63,7 +65,7 @@ def test_a_split_drawn_with_other_settings_is_refused_before_a_run_opens(split_d
     )
     with pytest.raises(ConfigError, match=rf"data.split_seed: this run says {data.split_seed} but .* drawn with"):
         train(tiny_config("baseline"))
-    assert runs() == []
+    assert all_runs() == []
 
 
 def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +80,7 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     monkeypatch.setattr(checkpoints.EpochEnd, "on_epoch_end", original)
-    (killed,) = runs()
+    (killed,) = all_runs()
     # The same settings draw another split once the data changed: one more dog in the hold-out folder.
     dataset = split_data / "data" / "raw" / "cats_and_dogs_filtered"
     (dataset / "validation" / "dogs" / "dog.extra.jpg").write_bytes(jpeg_bytes((40, 80, 210), seed=999))
@@ -87,7 +89,7 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
         seed=cfg.data.split_seed, min_holdout_per_class=2,
     )
     train(cfg)
-    fresh = [r for r in runs() if r.info.run_id != killed.info.run_id]
+    fresh = [r for r in all_runs() if r.info.run_id != killed.info.run_id]
     assert len(fresh) == 1, "the run resumed on a split it was not started on"
     history = MlflowClient().get_metric_history(fresh[0].info.run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2]
@@ -101,7 +103,7 @@ def test_sweep_jobs_get_names_and_outputs_of_their_own(split_data: Path, isolate
         env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    names = sorted(r.info.run_name for r in runs())
+    names = sorted(r.info.run_name for r in all_runs())
     assert len(names) == 2 and len(set(names)) == 2, names
     assert all("optimizer.learning_rate=" in n for n in names)
     models = sorted((split_data / "multirun").rglob("model.keras"))

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
 LR_SCHEDULES = ("constant", "cosine")
 OUTPUTS = ("adhoc", "study")
+PRECISIONS = ("float32", "bfloat16", "auto")
 MIN_IMAGE_SIZE = 32
 EXPERIMENT_TEMP_DIR = (".dvc", "tmp", "exps")
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -60,6 +61,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.preprocess": (lambda v: v in PREPROCESS_OPTIONS, f"one of {', '.join(PREPROCESS_OPTIONS)}"),
     "trainer.outputs": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
     "trainer.threads": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "auto, or an integer >= 1"),
+    "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
 }
 
 

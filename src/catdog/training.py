@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -19,23 +17,11 @@ from catdog.dataset import Split, configured_split
 from catdog.outputs import write_outputs
 from catdog.phases import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
 from catdog.manifests import check_split_settings
+from catdog.precision import policy, resolve
 from catdog.threads import size_thread_pools
 from catdog.tracking import TrackingUnavailable, connect, log_pending_epochs, lost, start_tracking
 
 __all__ = ["TrainingDiverged", "fingerprint", "train"]
-
-
-@contextlib.contextmanager
-def precision(mixed: bool) -> Iterator[None]:
-    """Keras' global dtype policy for one run (mixed_float16 when `mixed`), restored when the run ends, so the
-    next job of a sweep in this process starts from the policy it would have had alone."""
-    previous = keras.mixed_precision.global_policy()
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def seed_everything(seed: int) -> None:
@@ -73,20 +59,25 @@ def train(cfg: DictConfig) -> dict:
     version = check_split_settings(cfg.data)
     uri = tracking_uri(cfg.tracking.uri)
     experiment_id = connect(uri, cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    precision = resolve(cfg.trainer.precision)
     try:
-        with precision(cfg.trainer.mixed_precision):
-            return _train(cfg, version, experiment_id, threads)
-    except Exception as exc:
-        if lost(uri, cfg.tracking.connect_timeout_s):
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri} stopped answering during the run ({str(exc).splitlines()[0]}); "
-                f"the checkpoint of its last epoch is kept in {cfg.trainer.checkpoint_dir}: run the same command "
-                "again once the server is back, and training continues in the same MLflow run"
-            ) from exc
-        raise
+        with policy(precision):
+            return _train(cfg, version, experiment_id, {"tf_threads": str(threads), "precision": precision})
+    except ServerLost as exc:
+        cause = exc.__cause__
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} stopped answering during the run "
+            f"({(str(cause).splitlines() or [type(cause).__name__])[0]}); "
+            f"the checkpoint of its last epoch is kept in {cfg.trainer.checkpoint_dir}: run the same command "
+            "again once the server is back, and training continues in the same MLflow run"
+        ) from cause
 
 
-def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> dict:
+class ServerLost(Exception):
+    """The run failed with its tracking server gone (the failure is its __cause__)."""
+
+
+def _train(cfg: DictConfig, version: str, experiment_id: str, tags: dict[str, str]) -> dict:
     seed_everything(cfg.seed)
     data = load_data(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
@@ -102,7 +93,7 @@ def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> d
 
     with start_tracking(cfg, state, experiment_id, version) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
-        mlflow.set_tag("tf_threads", str(threads))
+        mlflow.set_tags(tags)
         try:
             model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))
             if state.history:
@@ -112,9 +103,10 @@ def _train(cfg: DictConfig, version: str, experiment_id: str, threads: int) -> d
         except Exception as exc:
             if isinstance(exc, TrainingDiverged):
                 checkpoints.clear()
-            if not lost(tracking_uri(cfg.tracking.uri), cfg.tracking.connect_timeout_s):
-                mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
-                mlflow.end_run("FAILED")
+            if lost(tracking_uri(cfg.tracking.uri), cfg.tracking.connect_timeout_s):
+                raise ServerLost() from exc
+            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run("FAILED")
             raise
     checkpoints.clear()
     return metrics
