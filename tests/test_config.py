@@ -178,7 +178,7 @@ def test_each_train_stage_depends_on_exactly_the_config_files_it_composes() -> N
         assert conf_deps(train["do"]["deps"], item, variant) == composed, variant
 
 
-@pytest.mark.parametrize("stage", ["download", "split", "compare"])
+@pytest.mark.parametrize("stage", ["download", "split", "compare", "report"])
 def test_other_stages_depend_on_config_files_they_compose(stage: str) -> None:
     deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
     found = conf_deps(deps)
@@ -194,6 +194,10 @@ def test_top_level_plots_and_compare_cover_every_variant() -> None:
         assert sorted(definition["y"]) == sorted(f"plots/{v}/history.csv" for v in variants)
     deps = spec["stages"]["compare"]["deps"]
     assert all(f"models/{v}" in deps and f"plots/{v}/history.csv" in deps for v in variants)
+    report = spec["stages"]["report"]
+    assert all({f"models/{v}", f"plots/{v}", f"metrics/{v}.json"} <= set(report["deps"]) for v in variants)
+    assert {"reports/compare.json", "plots/compare"} <= set(report["deps"])
+    assert report["outs"] == [{"reports/study.html": {"cache": False}}], "a committed copy needs cache: false"
 
 
 def imported_modules(script: Path) -> set[str]:
@@ -214,7 +218,7 @@ def imported_modules(script: Path) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("stage", ["download", "split", "train", "compare"])
+@pytest.mark.parametrize("stage", ["download", "split", "train", "compare", "report"])
 def test_each_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     spec = spec.get("do", spec)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,10 @@ import yaml
 from mlflow import MlflowClient
 
 from catdog import swift
+from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
+from catdog.report_sections import TITLES
 from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
+from headless import check_page, external_references, find_browser
 
 pytestmark = pytest.mark.integration
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
@@ -105,6 +110,36 @@ def test_leaderboard_ranks_four_variants_and_the_majority_baseline(project) -> N
     table = [line for line in board.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(table) == 5
     assert "Pairwise McNemar" in board
+
+
+def test_the_report_shows_every_section_with_every_image_inline_and_is_logged_to_the_compare_run(project) -> None:
+    root, _ = project
+    page = (root / "reports/study.html").read_text(encoding="utf-8")
+    assert [t for t in TITLES.values() if f"<h2>{html.escape(t)}</h2>" not in page] == []
+    assert external_references(page) == []
+    images = re.findall(r"<img\b[^>]*>", page)
+    assert len(images) >= 10 and all(re.search(r'\bsrc="data:image/(png|jpeg);base64,', i) for i in images)
+    details = json.loads((root / "reports/compare.json").read_text())
+    matrix = details["models"][details["champion"]]["confusion_matrix"]
+    wrong = details["n_test"] - sum(matrix[i][i] for i in range(len(matrix)))
+    mistakes = page.split('<section id="mistakes">')[1].split("</section>")[0]
+    assert mistakes.count('<div class="card">') == min(wrong, MISCLASSIFIED_CAP)
+    assert f"got {wrong} of {details['n_test']} test images wrong" in mistakes
+    correct = page.split('<section id="correct">')[1].split("</section>")[0]
+    assert correct.count('<div class="card">') == sum(min(CORRECT_PER_CLASS, matrix[c][c]) for c in range(len(matrix)))
+    assert details["seconds"] > 0 and f"{details['champion']} " in page.split('class="summary">')[1][:200]
+    client, _ = study_store(root)
+    assert "study.html" in [a.path for a in client.list_artifacts(details["run_id"])]
+    assert client.get_run(details["run_id"]).info.run_name == "compare"
+
+
+def test_the_report_opens_in_a_headless_browser_without_an_error(project) -> None:
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
+                    "Debian's chromium where it runs as root")
+    root, _ = project
+    assert check_page(root / "reports/study.html", browser) == []
 
 
 def study_store(root: Path) -> tuple[MlflowClient, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from catdog import precision
+from catdog import machine, precision
 from catdog.config import ConfigError, validate
 from conftest import tiny_config
 
@@ -25,8 +25,9 @@ def hardware(monkeypatch: pytest.MonkeyPatch):
 def test_cpu_flags_come_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {FLAGS}\n\nprocessor\t: 1\n")
-    assert "avx512_bf16" in precision.cpu_flags(cpuinfo)
-    assert precision.cpu_flags(tmp_path / "absent") == set()
+    assert "avx512_bf16" in machine.cpu_flags(cpuinfo)
+    assert machine.cpu_model(cpuinfo) == "Some CPU"
+    assert machine.cpu_flags(tmp_path / "absent") == set()
 
 
 @pytest.mark.parametrize(("native", "setting", "trains_in"), [

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from catdog import swift, team_server
 from catdog.pg import bin_dir
-from catdog.tracking import TrackingServerError, connect
+from catdog.store import TrackingServerError, connect
 from conftest import REPO, expected_overrides, run_entry, tiny_overrides
 
 pytestmark = pytest.mark.integration

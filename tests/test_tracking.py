@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from catdog.config import tracking_uri
 from catdog.loopback import free_port
-from catdog.tracking import TrackingUnavailable, check_reachable, flat_params
+from catdog.store import TrackingUnavailable, check_reachable
+from catdog.tracking import flat_params
 from catdog.training import train
 from conftest import REPO, expected_overrides, tiny_config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -19,7 +20,8 @@ from catdog.files import write_json, write_text
 from catdog.leaderboard import CHOSEN_BY, MAJORITY, dvc_metrics, leaderboard
 from catdog.manifests import data_version, majority_class, read_manifest
 from catdog.registry import register
-from catdog.tracking import connect, log_split_inputs, source_tags
+from catdog.store import connect
+from catdog.tracking import log_split_inputs, source_tags
 from catdog.outputs import Outputs
 
 MISCLASSIFIED_SHOWN = 16
@@ -144,6 +146,7 @@ def register_champion(cfg: DictConfig, name: str, model_uri: str, row: dict, val
 
 def compare(cfg: DictConfig) -> dict:
     """Evaluate every variant on the test split; write the report, figures and metrics; register the champion."""
+    started = time.monotonic()
     validate(cfg)
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     variants = list(cfg.study.variants)
@@ -167,7 +170,7 @@ def compare(cfg: DictConfig) -> dict:
         "models": rows,
         "pairwise": tests,
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name="compare"):
+    with mlflow.start_run(experiment_id=experiment_id, run_name="compare") as run:
         mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **source_tags()})
         for name, row in rows.items():
             mlflow.log_metrics({f"{name}.test_accuracy": row["accuracy"], f"{name}.test_ci_low": row["ci_low"]})
@@ -178,6 +181,8 @@ def compare(cfg: DictConfig) -> dict:
         log_split_inputs(Path(cfg.data.split_dir), {"test": "test"})
         registered = register_champion(cfg, champion, model_uri, rows[champion], val[champion])
     details["champion_version"], details["champion_alias"] = registered
+    # The report stage logs its HTML to this run, and shows the stage's wall time.
+    details["run_id"], details["seconds"] = run.info.run_id, round(time.monotonic() - started, 1)
     write_json(cfg.compare.details, details)
     write_text(cfg.compare.leaderboard, report)
     write_json(cfg.compare.metrics, dvc_metrics(ranked, val))

@@ -71,7 +71,7 @@ def load_logged(uri: str, cfg: DictConfig) -> Predictor:
     if tracked and store.startswith(SQLITE) and not Path(store[len(SQLITE) :]).is_file():
         raise ModelNotFound(f"{where}: the store does not exist, so it holds no model; {HOW_TO_MAKE_ONE}")
     if store.startswith(("http://", "https://")):
-        from catdog.tracking import check_reachable
+        from catdog.store import check_reachable
 
         check_reachable(store, cfg.tracking.connect_timeout_s)
     mlflow.set_tracking_uri(store)

@@ -14,7 +14,8 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
+
+from catdog.machine import cpu_flags
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -22,16 +23,6 @@ CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 class EmulatedPrecisionWarning(UserWarning):
     """bfloat16 was asked for on hardware that only emulates it."""
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first CPU's feature flags (empty where /proc/cpuinfo is absent, as on macOS)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
 
 
 def gpu_has_bf16() -> bool:

@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
         if isinstance(exc, UsageError):
             print(USAGE, file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # catdog.tracking.TrackingUnavailable: the tracking server does not answer
+    except RuntimeError as exc:  # catdog.store.TrackingUnavailable: the tracking server does not answer
         print(f"predict: {first_line(exc)}", file=sys.stderr)
         return 2
     rows = predict_files(files, predictor, args.batch_size, progress=folders)

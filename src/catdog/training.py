@@ -19,7 +19,8 @@ from catdog.phases import TrainingDiverged, prepare_model, restore_best, run_pha
 from catdog.manifests import check_split_settings
 from catdog.precision import policy, resolve
 from catdog.threads import size_thread_pools
-from catdog.tracking import TrackingUnavailable, connect, log_pending_epochs, lost, start_tracking
+from catdog.store import TrackingUnavailable, connect, lost
+from catdog.tracking import log_pending_epochs, start_tracking
 
 __all__ = ["TrainingDiverged", "fingerprint", "train"]
 

@@ -1,0 +1,33 @@
+"""DVC stage `report`: the whole study as one self-contained HTML page (reports/study.html), logged to the compare run."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from catdog.config import reports_config_errors, validate
+
+REPORT = "reports/study.html"
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@reports_config_errors
+def main(cfg: DictConfig) -> None:
+    validate(cfg)  # before TensorFlow is imported
+    from catdog.compare import ModelLoadError
+    from catdog.report import ReportInputMissing, write_report
+    from catdog.report_runs import RunNotFound
+
+    dest = OmegaConf.select(cfg, "report.html", default=REPORT)  # `+report.html=/tmp/study.html` to look first
+    try:
+        written = write_report(cfg, dest)
+    except (ReportInputMissing, RunNotFound, ModelLoadError) as exc:
+        print(f"report error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    shown = f"{written.misclassified_shown} of {written.wrong_total}"
+    print(f"report written to {written.path} ({shown} misclassified test images with Grad-CAM); "
+          f"logged to the compare run {written.compare_run_id} as {written.path.name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The study report: its numbers come from what the study wrote, its page needs nothing outside itself, and a
+browser opens it without an error (tests/test_pipeline.py checks the report of a whole study run by DVC)."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from catdog.report import compare_run
+from catdog.report_gradcam import explain, pick
+from catdog.report_html import Html, Section, image, inline_markdown, page, table
+from catdog.report_runs import config_differences, stage_times
+from catdog.report_sections import summary
+from conftest import TINY_SIZE, tiny_config
+from headless import check_page, external_references, find_browser
+
+
+def details(champion: str = "transfer", accuracies: dict[str, float] | None = None) -> dict:
+    """A reports/compare.json of 500 test images: accuracies per model, the champion chosen on val."""
+    accuracies = accuracies or {"transfer": 0.988, "scaled": 0.764, "majority-class": 0.5}
+    models = {}
+    for name, accuracy in accuracies.items():
+        right = round(accuracy * 500)
+        models[name] = {"accuracy": accuracy, "ci_low": accuracy - 0.014, "ci_high": accuracy + 0.006, "loss": 0.1,
+                        "confusion_matrix": [[right // 2, 250 - right // 2], [250 - (right - right // 2), right - right // 2]],
+                        "per_class": {}}
+    pairwise = [{"a": "scaled", "b": "transfer", "p_holm": 4.43e-32, "significant": True}]
+    return {"champion": champion, "n_test": 500, "models": models, "pairwise": pairwise,
+            "validation": {champion: {"best_val_accuracy": 0.986}}}
+
+
+def test_the_summary_line_is_built_from_the_numbers() -> None:
+    assert summary(details()) == (
+        "transfer wins: 98.8% [97.4–99.4] on 500 test images (6 wrong); next: scaled 76.4% [75.0–77.0], a "
+        "significant difference (McNemar, Holm p = 4.4e-32); chosen on validation (98.6%), never on test."
+    )
+
+
+def test_the_summary_says_when_the_validation_pick_is_not_the_test_leader() -> None:
+    line = summary(details("scaled", {"transfer": 0.988, "scaled": 0.764}))
+    assert line.startswith("scaled is the validation pick: 76.4% [75.0–77.0] on 500 test images (118 wrong); test leader: transfer 98.8%")
+
+
+def test_the_summary_says_when_the_champion_ties_for_first() -> None:
+    line = summary(details("transfer", {"transfer": 0.988, "scaled": 0.988}))
+    assert line.startswith("transfer ties for first: 98.8% [97.4–99.4] on 500 test images (6 wrong); tied with: scaled")
+
+
+def test_config_differences_keep_what_differs_from_the_baseline_and_drop_run_names() -> None:
+    params = {
+        "baseline": {"name": "baseline", "trainer.epochs": "20", "trainer.checkpoint_dir": "a", "seed": "42"},
+        "augmented": {"name": "augmented", "trainer.epochs": "20", "trainer.checkpoint_dir": "b", "augment.flip": "h"},
+        "transfer": {"name": "transfer", "trainer.epochs": "10", "trainer.checkpoint_dir": "c"},
+    }
+    assert config_differences(params, "baseline") == [
+        ("augment.flip", ["–", "h", "–"]),
+        ("trainer.epochs", ["20", "20", "10"]),
+    ]
+
+
+def test_pick_takes_the_first_mistakes_up_to_the_cap_and_right_answers_per_class() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    predicted = np.array([1, 0, 1, 0, 1, 0, 1, 1])
+    wrong, right = pick(labels, predicted, cap=1, per_class=2, n_classes=2)
+    assert wrong.tolist() == [0] and right.tolist() == [1, 3, 4, 6]
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), colour, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def small_page(*parts: object) -> str:
+    body = [image(png((200, 30, 30)), "image/png", "red"), table(["a <b>", "c"], [["<script>x</script>", Html("<em>ok</em>")]])]
+    return page("t <title>", "one <line>", [Section("s", "S & T", [*body, *parts])])
+
+
+def test_the_page_escapes_text_and_refers_to_nothing_outside_itself() -> None:
+    text = small_page()
+    assert "<script>" not in text and "&lt;script&gt;x&lt;/script&gt;" in text and "<em>ok</em>" in text
+    assert "<h1>t &lt;title&gt;</h1>" in text and "<h2>S &amp; T</h2>" in text
+    assert external_references(text) == []
+    assert external_references('<img src="http://x/y.png"><link rel=stylesheet href=a.css>') != []
+    assert inline_markdown("Champion: **a<b**, `x`") == "Champion: <strong>a&lt;b</strong>, <code>x</code>"
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    found = find_browser()
+    if found is None:
+        pytest.skip("no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
+                    "Debian's chromium where it runs as root")
+    return found
+
+
+def test_a_browser_opens_a_clean_page_without_a_problem(tmp_path: Path, browser: str) -> None:
+    (tmp_path / "page.html").write_text(small_page(), encoding="utf-8")
+    assert check_page(tmp_path / "page.html", browser) == []
+
+
+def test_a_broken_image_or_a_script_error_is_caught(tmp_path: Path, browser: str) -> None:
+    """The browser check can fail: an image whose data does not decode, and a script that throws and logs."""
+    broken = Html('<img alt="broken one" src="data:image/png;base64,iVBORw0KGgoAAAA">')
+    script = Html("<script>console.error('logged'); undefinedFunction();</script>")
+    (tmp_path / "page.html").write_text(small_page(broken, script), encoding="utf-8")
+    found = check_page(tmp_path / "page.html", browser)
+    assert "broken image: broken one" in found
+    assert any(p.startswith("console error: logged") for p in found)
+    assert any("undefinedFunction is not defined" in p for p in found)
+
+
+def test_stage_times_come_from_the_runs_and_say_what_was_not_recorded(isolated_mlflow: str) -> None:
+    client = MlflowClient()
+    with mlflow.start_run(run_name="baseline") as run:
+        mlflow.set_tags({"git_commit": "abcdef0123", "git_dirty": "true"})
+        time.sleep(0.05)
+    with mlflow.start_run(run_name="compare") as compared:
+        mlflow.set_tags({"stage": "compare", "champion": "baseline", "git_commit": "1234567890", "git_dirty": "false"})
+    rows = stage_times({"baseline": client.get_run(run.info.run_id)}, {"baseline": 1.5}, client.get_run(compared.info.run_id), None)
+    assert [r.stage for r in rows] == ["download", "split", "train@baseline", "compare"]
+    assert rows[0].seconds is None and "not recorded" in rows[0].source
+    assert rows[2].commit == "abcdef0 (dirty)" and rows[2].seconds >= 0.05 and "training alone 1.5 s" in rows[2].source
+    assert rows[3].commit == "1234567" and rows[3].seconds is None
+    # A compare.json that recorded no run id finds its run by the champion it names; one that did, by the id.
+    found, note = compare_run(client, compared.info.experiment_id, {"champion": "baseline"})
+    assert found.info.run_id == compared.info.run_id and "predates" in note
+    assert compare_run(client, "0", {"run_id": compared.info.run_id})[1] is None
+
+
+def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_data: Path) -> None:
+    from catdog.models import build_model
+    from catdog.outputs import Outputs
+
+    cfg = tiny_config("baseline")
+    model = build_model(cfg, num_classes=2)
+    path = Outputs.study(cfg.trainer, "baseline").model
+    path.parent.mkdir(parents=True)
+    model.save(path)
+    ex = explain(cfg, "baseline")
+    assert (ex.n_test, ex.image_size) == (8, TINY_SIZE)
+    assert len(ex.misclassified) == ex.wrong_total and all(e.true != e.predicted for e in ex.misclassified)
+    right = {c: 4 - sum(e.true == c for e in ex.misclassified) for c in ("cats", "dogs")}  # 4 test images a class
+    assert sorted(e.true for e in ex.correct) == sorted(c for c, n in right.items() for _ in range(min(n, 3)))
+    assert all(e.true == e.predicted for e in ex.correct)
+    for e in ex.misclassified + ex.correct:
+        assert Image.open(io.BytesIO(e.overlay)).size == (TINY_SIZE, TINY_SIZE) and 0.5 <= e.probability <= 1
+        assert e.heatmap.shape == (TINY_SIZE, TINY_SIZE) and 0 <= e.heatmap.min() and e.heatmap.max() <= 1
