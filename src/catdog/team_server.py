@@ -18,6 +18,7 @@ import os
 import secrets
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from catdog.files import write_text
@@ -85,7 +86,9 @@ def start(folder: Path, artifacts: str | None = None, port: int | None = None, s
     cluster.start()
     for database in ("mlflow", "mlflow_auth"):
         cluster.create_database(database)
-    port = port or free_port()
+    kept = folder / "port"  # the URI stays the same across restarts: clients keep it in MLFLOW_TRACKING_URI
+    port = port or (int(kept.read_text()) if kept.exists() else free_port())
+    kept.write_text(str(port))
     uri = f"http://127.0.0.1:{port}"
     log = folder / "mlflow-server.log"
     env = {**os.environ, **s3_env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
@@ -129,9 +132,14 @@ def stop(folder: Path) -> None:
     S3Server(folder / "s3").stop()
 
 
-def add_user(folder: Path, username: str, password: str | None = None) -> str:
-    """Create a user through the server's auth API with the admin's credentials; return the password."""
-    from mlflow.server import get_app_client
+def add_user(folder: Path, username: str, password: str | None = None, new_password: bool = False) -> str:
+    """Create a user (`new_password`: give an existing one a new password) through the server's auth API with the
+    admin's credentials; return the password."""
+    from mlflow.exceptions import MlflowException
+
+    with warnings.catch_warnings():  # mlflow.server's FastAPI app imports a deprecated Starlette module
+        warnings.simplefilter("ignore")
+        from mlflow.server import get_app_client
 
     state = read_state(folder)
     if state is None:
@@ -140,7 +148,16 @@ def add_user(folder: Path, username: str, password: str | None = None) -> str:
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=admin_password(folder))
     try:
-        get_app_client("basic-auth", tracking_uri=state["uri"]).create_user(username, password)
+        client = get_app_client("basic-auth", tracking_uri=state["uri"])
+        if new_password:
+            client.update_user_password(username, password)
+        else:
+            client.create_user(username, password)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+            raise RuntimeError(f"user {username!r} exists already on {state['uri']}; `add-user {username} "
+                               "--new-password` gives them a new one") from exc
+        raise
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
@@ -154,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder", type=Path, default=default_folder())
     parser.add_argument("--artifacts", help="artifact store URI (default: <folder>/artifacts)")
     parser.add_argument("--port", type=int)
+    parser.add_argument("--new-password", action="store_true", help="add-user: a new password for an existing user")
     parser.add_argument("--s3", action="store_true",
                         help="also start a local S3 server (Swift) for the artifacts and a DVC remote")
     args = parser.parse_args(argv)
@@ -168,10 +186,10 @@ def main(argv: list[str] | None = None) -> None:
             s3 = state["s3"]
             print(f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
                   f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
-                  f"  dvc remote add --local -d team {s3['dvc_remote']}\n"
-                  f"  dvc remote modify --local team endpointurl {s3['endpoint']}\n"
-                  f"  dvc remote modify --local team access_key_id {s3['access_key']}\n"
-                  f"  dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})")
+                  f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
+                  f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
+                  f"  uv run dvc remote modify --local team access_key_id {s3['access_key']}\n"
+                  f"  uv run dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})")
     elif args.command == "stop":
         stop(args.folder)
         print(f"stopped the team server under {args.folder}")
@@ -181,9 +199,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if not args.username:
             parser.error("add-user needs a username")
-        password = add_user(args.folder, args.username)
+        password = add_user(args.folder, args.username, new_password=args.new_password)
         print(f"export MLFLOW_TRACKING_USERNAME={args.username} MLFLOW_TRACKING_PASSWORD={password}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (RuntimeError, OSError) as exc:  # what went wrong, in one line; the log it names has the rest
+        sys.exit(f"team server error: {exc}")
