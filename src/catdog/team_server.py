@@ -136,10 +136,10 @@ def add_user(folder: Path, username: str, password: str | None = None, new_passw
     """Create a user (`new_password`: give an existing one a new password) through the server's auth API with the
     admin's credentials; return the password."""
     from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
 
-    with warnings.catch_warnings():  # mlflow.server's FastAPI app imports a deprecated Starlette module
-        warnings.simplefilter("ignore")
-        from mlflow.server import get_app_client
+    # mlflow.server's FastAPI app imports a Starlette module Starlette says is deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
 
     state = read_state(folder)
     if state is None:
