@@ -64,8 +64,11 @@ def train(cfg: DictConfig) -> dict:
     try:
         with policy(precision):
             return _train(cfg, version, experiment_id, {"tf_threads": str(threads), "precision": precision})
-    except ServerLost as exc:
-        cause = exc.__cause__
+    except Exception as exc:
+        gone = server_lost(exc)
+        if gone is None:
+            raise
+        cause = gone.__cause__
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} stopped answering during the run "
             f"({(str(cause).splitlines() or [type(cause).__name__])[0]}); "
@@ -76,6 +79,14 @@ def train(cfg: DictConfig) -> dict:
 
 class ServerLost(Exception):
     """The run failed with its tracking server gone (the failure is its __cause__)."""
+
+
+def server_lost(exc: BaseException | None) -> ServerLost | None:
+    """The ServerLost behind `exc`: closing the MLflow run on the way out fails too when the server is gone, and
+    that failure then carries the ServerLost as its context."""
+    while exc is not None and not isinstance(exc, ServerLost):
+        exc = exc.__context__
+    return exc
 
 
 def _train(cfg: DictConfig, version: str, experiment_id: str, tags: dict[str, str]) -> dict:
