@@ -26,18 +26,22 @@ def assert_nothing_written(root: Path) -> None:
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
-def test_a_missing_model_names_the_variant_and_path(split_data: Path) -> None:
-    with pytest.raises(ModelLoadError, match=r"variant 'baseline': model file models/baseline/model.keras not found"):
+def test_a_missing_model_names_the_run_and_path(split_data: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"run 'baseline-42': model file models/baseline-42/model.keras not found; "
+                       r"run `dvc repro train@baseline-42`"):
         compare(tiny_config("baseline"))
     assert_nothing_written(split_data)
 
 
-def test_a_corrupt_model_names_the_variant_and_path(split_data: Path) -> None:
-    model = split_data / "models" / "baseline" / "model.keras"
+def test_a_corrupt_model_names_the_run_and_path(split_data: Path) -> None:
+    model = split_data / "models" / "baseline-42" / "model.keras"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"PK\x03\x04 this is not a keras archive")
-    with pytest.raises(ModelLoadError, match=r"variant 'baseline': model file .*model.keras could not be loaded"):
-        compare(tiny_config("baseline"))
+    metrics = split_data / "metrics" / "train" / "baseline-42.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"best_val_accuracy": 0.5, "best_val_loss": 0.7, "best_epoch": 1}))
+    with pytest.raises(ModelLoadError, match=r"run 'baseline-42': model file .*model.keras could not be loaded"):
+        compare(tiny_config("baseline", "study.variants=[baseline]"))
     assert_nothing_written(split_data)
 
 
@@ -52,9 +56,12 @@ def colour_classifier(size: int, sign: float) -> keras.Model:
     return model
 
 
-def plant_variant(root: Path, cfg, variant: str, model: keras.Model, best_val_accuracy: float) -> None:
-    """A variant's study outputs as its train stage leaves them: the model, its metrics and its history."""
-    outputs = Outputs.study(cfg.trainer, variant)
+def plant_variant(
+    root: Path, cfg, variant: str, model: keras.Model, best_val_accuracy: float, seed: int = 42, logged: bool = True
+) -> None:
+    """A run's study outputs as its train stage leaves them: the model, its metrics, its history and (`logged`) its
+    MLflow run with the logged models (compare reads only the champion's)."""
+    outputs = Outputs.study(cfg.trainer, variant, seed)
     outputs.model.parent.mkdir(parents=True, exist_ok=True)
     model.save(outputs.model)
     metrics = {"best_val_accuracy": best_val_accuracy, "best_val_loss": 0.5, "best_epoch": 3}
@@ -62,7 +69,9 @@ def plant_variant(root: Path, cfg, variant: str, model: keras.Model, best_val_ac
     outputs.metrics.write_text(json.dumps(metrics))
     outputs.history.parent.mkdir(parents=True, exist_ok=True)
     outputs.history.write_text(f"epoch,val_accuracy\n1,{best_val_accuracy}\n")
-    with mlflow.start_run(run_name=variant) as run:
+    if not logged:
+        return
+    with mlflow.start_run(run_name=f"{variant}-{seed}") as run:
         uri = log_model(model, np.zeros((1, *model.input_shape[1:]), dtype="float32"))
         classifier = log_classifier(model, list(cfg.data.classes)).model_uri
     outputs.run_info.write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri, "classifier_uri": classifier}))
@@ -82,7 +91,7 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     client = MlflowClient()
     assert set(client.get_registered_model("catdog").aliases) == {"challenger"}
     version = client.get_model_version_by_alias("catdog", "challenger")
-    trained = json.loads(Outputs.study(cfg.trainer, "augmented").run_info.read_text())
+    trained = json.loads(Outputs.study(cfg.trainer, "augmented", 42).run_info.read_text())
     assert (version.run_id, version.source) == (trained["run_id"], trained["classifier_uri"])
     assert version.tags["variant"] == "augmented"
     assert version.tags["chosen_by"].startswith("best validation accuracy")
@@ -92,3 +101,40 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     assert "The validation pick is not the test leader: baseline scored 100.0% on test" in board
     rows = [line for line in board.splitlines() if line.startswith("| 1 |")]
     assert rows and "| baseline |" in rows[0] and "| 60.0% |" in rows[0]
+    # One seed: the one-seed leaderboard, no columns over seeds.
+    assert "| rank | model | accuracy | 95% CI | loss | val accuracy | cats P / R / F1 | dogs P / R / F1 |\n" in board
+    assert "95% Wilson interval" in board and "mean of" not in board
+
+
+def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_seed(split_data: Path) -> None:
+    cfg = tiny_config("baseline", "study.seeds=[1,2,3]")
+    # augmented holds the single best val run (0.95) but the lower mean; scaled the best mean, best at seed 2.
+    val = {"baseline": [0.6, 0.6, 0.6], "augmented": [0.95, 0.5, 0.5], "scaled": [0.7, 0.72, 0.68], "transfer": [0.6] * 3}
+    # On test, baseline is right on every image with seeds 1 and 2 and wrong on every one with seed 3.
+    signs = {"baseline": [1.0, 1.0, -1.0], "augmented": [-1.0] * 3, "scaled": [1.0] * 3, "transfer": [-1.0] * 3}
+    for variant, accuracies in val.items():
+        for seed, accuracy, sign in zip((1, 2, 3), accuracies, signs[variant], strict=True):
+            model = colour_classifier(TINY_SIZE, sign)
+            plant_variant(split_data, cfg, variant, model, accuracy, seed=seed, logged=variant == "scaled")
+    details = compare(cfg)
+    assert details["champion"] == "scaled" and details["validation"]["scaled"]["seed"] == 2
+    assert details["validation"]["scaled"]["best_val_accuracy"] == pytest.approx(0.70)
+    baseline = details["models"]["baseline"]
+    assert baseline["accuracy"] == pytest.approx(2 / 3) and baseline["sd"] == pytest.approx(np.std([1, 1, 0], ddof=1))
+    assert (baseline["ci_low"], baseline["ci_high"]) == (0.0, 1.0)  # t(2) interval, clipped to [0, 1]
+    assert baseline["per_seed"] == {"1": 1.0, "2": 1.0, "3": 0.0}
+    assert sorted(details["runs"]) == sorted(f"{v}-{s}" for v in val for s in (1, 2, 3))
+    assert details["runs"]["baseline-3"]["test_accuracy"] == 0.0
+    version = MlflowClient().get_model_version_by_alias("catdog", "challenger")
+    trained = json.loads(Outputs.study(cfg.trainer, "scaled", 2).run_info.read_text())
+    assert (version.run_id, version.tags["seed"]) == (trained["run_id"], "2")
+    assert version.tags["chosen_by"].startswith("best mean validation accuracy over training seeds")
+    board = (split_data / "reports" / "leaderboard.md").read_text()
+    assert "| sd | seed 1 | seed 2 | seed 3 |" in board
+    row = next(line for line in board.splitlines() if "| baseline |" in line and line.startswith("|"))
+    assert "| 66.7% | 0.0% – 100.0% |" in row and row.endswith("| 57.7% | 100.0% | 100.0% | 0.0% |")
+    assert "Champion: **scaled**" in board and "the registered model is its seed 2 run" in board
+    metrics = json.loads((split_data / "metrics" / "compare.json").read_text())
+    assert metrics["baseline"]["test_accuracy_seed_3"] == 0.0 and metrics["baseline"]["test_accuracy_sd"] > 0.5
+    assert (split_data / "plots" / "compare" / "history" / "scaled.csv").read_text() == (
+        Outputs.study(cfg.trainer, "scaled", 2).history.read_text())

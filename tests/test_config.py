@@ -127,9 +127,10 @@ def test_every_study_setting_is_read_from_params_yaml() -> None:
     """params.yaml is the one source of the study's settings: conf/ refers to each key, copies none."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     root = compose_config(CONF)
-    assert list(params["variants"]) == list(root.study.variants)
+    assert list(params["variants"]) == params["study"]["variants"] == list(root.study.variants)
+    assert OmegaConf.to_container(root, resolve=False)["seed"] == "${params:study.seeds.0}"
     shared = [k for k in leaves(params) if not k.startswith("variants.")]
-    assert sorted(shared) == ["data.split_seed", "data.test_fraction", "seed"]
+    assert sorted(shared) == ["data.split_seed", "data.test_fraction", "study.seeds", "study.variants"]
     for variant, knobs in params["variants"].items():
         raw = OmegaConf.to_container(compose_config(CONF, [f"variant={variant}"]), resolve=False)
         for key in shared + leaves(knobs):
@@ -151,12 +152,13 @@ def test_a_missing_study_setting_names_params_yaml_and_the_key(tmp_path: Path, m
 
 def test_stages_name_the_params_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    root = compose_config(CONF)
     train = stages["train"]
-    assert list(train["foreach"]) == list(root.study.variants)
-    assert train["do"]["cmd"] == "python src/train.py variant=${key} trainer.outputs=study"
-    assert set(train["do"]["params"]) == {"seed", "variants.${key}"}
+    assert train["matrix"] == {"variant": "${study.variants}", "seed": "${study.seeds}"}
+    assert train["cmd"] == "python src/train.py variant=${item.variant} seed=${item.seed} trainer.outputs=study"
+    # Not study.seeds: adding a seed must not retrain the others (each stage's seed is in its command).
+    assert set(train["params"]) == {"variants.${item.variant}"}
     assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction"}, "the training seed must not reach the split"
+    assert stages["compare"]["params"] == stages["report"]["params"] == ["study"]
 
 
 def conf_deps(deps: list[str], item: dict | None = None, key: str = "") -> set[Path]:
@@ -171,11 +173,17 @@ def conf_deps(deps: list[str], item: dict | None = None, key: str = "") -> set[P
     return found
 
 
-def test_each_train_stage_depends_on_exactly_the_config_files_it_composes() -> None:
+def test_each_train_stage_depends_on_the_config_files_its_variant_composes_and_no_others() -> None:
+    """Every file the variant composes; besides, only group files another study variant composes (a matrix stage
+    cannot look its variant's groups up: DVC has no nested ${})."""
     train = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]
-    for variant, item in train["foreach"].items():
-        composed = {CONF.parent / p for p in composed_files(CONF, [f"variant={variant}"])}
-        assert conf_deps(train["do"]["deps"], item, variant) == composed, variant
+    variants = list(compose_config(CONF).study.variants)
+    composed = {v: {CONF.parent / p for p in composed_files(CONF, [f"variant={v}"])} for v in variants}
+    for variant in variants:
+        deps = conf_deps(train["deps"], {"variant": variant})
+        assert composed[variant] <= deps, variant
+        assert deps - composed[variant] <= set().union(*composed.values()) - {CONF / "variant" / f"{variant}.yaml"}
+        assert not any(CONF / "variant" / f"{other}.yaml" in deps for other in variants if other != variant)
 
 
 @pytest.mark.parametrize("stage", ["download", "split", "compare", "report"])
@@ -186,18 +194,27 @@ def test_other_stages_depend_on_config_files_they_compose(stage: str) -> None:
     assert found <= {CONF.parent / p for p in composed_files(CONF)}
 
 
-def test_top_level_plots_and_compare_cover_every_variant() -> None:
+def test_top_level_plots_and_compare_cover_every_variant_and_seed() -> None:
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
     variants = list(compose_config(CONF).study.variants)
     for plot in spec["plots"]:
         (definition,) = plot.values()
-        assert sorted(definition["y"]) == sorted(f"plots/{v}/history.csv" for v in variants)
-    deps = spec["stages"]["compare"]["deps"]
-    assert all(f"models/{v}" in deps and f"plots/{v}/history.csv" in deps for v in variants)
+        assert sorted(definition["y"]) == sorted(f"plots/compare/history/{v}.csv" for v in variants)
+    train = spec["stages"]["train"]
+    assert train["outs"] == ["models/${item.variant}-${item.seed}"]
+    assert list(train["metrics"][0]) == ["metrics/train/${item.variant}-${item.seed}.json"]
+    assert list(train["plots"][0]) == ["plots/train/${item.variant}-${item.seed}"]
+    # The folders that hold every train@ stage's outputs, whichever seeds the study has.
+    assert {"models", "plots/train", "metrics/train"} <= set(spec["stages"]["compare"]["deps"])
     report = spec["stages"]["report"]
-    assert all({f"models/{v}", f"plots/{v}", f"metrics/{v}.json"} <= set(report["deps"]) for v in variants)
-    assert {"reports/compare.json", "plots/compare"} <= set(report["deps"])
+    assert {"models", "plots/train", "metrics/train", "reports/compare.json", "plots/compare"} <= set(report["deps"])
     assert report["outs"] == [{"reports/study.html": {"cache": False}}], "a committed copy needs cache: false"
+
+
+@pytest.mark.parametrize("seeds", ["[]", "[1,1]", "[-1]", "[a]"])
+def test_study_seeds_must_be_distinct_non_negative_integers(seeds: str) -> None:
+    with pytest.raises(ConfigError, match=r"study.seeds: got .*; expected a non-empty list of distinct integers >= 0"):
+        validate(compose_config(CONF, [f"study.seeds={seeds}"]))
 
 
 def imported_modules(script: Path) -> set[str]:

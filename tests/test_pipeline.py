@@ -89,10 +89,11 @@ def test_every_stage_writes_its_outputs(project) -> None:
     report = json.loads((root / "metrics/data.json").read_text())
     assert report["counts"]["test"] == {"cats": TINY_COUNTS["validation"] // 2, "dogs": TINY_COUNTS["validation"] // 2}
     assert (root / "plots/data/samples.png").stat().st_size > 0
-    for v in VARIANTS:
-        assert (root / "models" / v / "model.keras").is_file()
-        assert json.loads((root / "metrics" / f"{v}.json").read_text())["epochs_run"] == 1
-        assert (root / "plots" / v / "history.csv").is_file()
+    for v in VARIANTS:  # one run per variant: the study's one seed, 42
+        assert (root / "models" / f"{v}-42" / "model.keras").is_file()
+        assert json.loads((root / "metrics/train" / f"{v}-42.json").read_text())["epochs_run"] == 1
+        history = (root / "plots/train" / f"{v}-42" / "history.csv").read_text()
+        assert (root / "plots/compare/history" / f"{v}.csv").read_text() == history
     for figure in ("confusion_matrices", "test_accuracy", "val_accuracy"):
         assert (root / "plots/compare" / f"{figure}.png").stat().st_size > 0
 
@@ -153,12 +154,13 @@ def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) 
     client, experiment_id = study_store(root)
     runs = client.search_runs([experiment_id])
     names = sorted(r.info.run_name for r in runs)
-    assert names == sorted([*VARIANTS, "compare"])
+    assert names == sorted([*(f"{v}-42" for v in VARIANTS), "compare"])
+    assert all(r.data.tags["seed"] == "42" for r in runs if r.info.run_name != "compare")
     assert all(r.info.status == "FINISHED" for r in runs)
     champion = client.get_model_version_by_alias("catdog", "champion")
     details = json.loads((root / "reports/compare.json").read_text())
     assert champion.tags["variant"] == details["champion"] and details["champion_alias"] == "champion"
-    trained = json.loads((root / "models" / details["champion"] / "mlflow_run.json").read_text())
+    trained = json.loads((root / "models" / f"{details['champion']}-42" / "mlflow_run.json").read_text())
     assert (champion.run_id, champion.source) == (trained["run_id"], trained["classifier_uri"])
     assert len(client.search_logged_models([experiment_id])) == 2 * len(VARIANTS)  # Keras flavour + classifier
     assert float(champion.tags["test_accuracy"]) == pytest.approx(details["models"][details["champion"]]["accuracy"], abs=1e-4)
@@ -172,11 +174,11 @@ def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(proj
     sh("git", "commit", "-qm", "study results", cwd=root, env=env)
     edit_yaml(root / "params.yaml", lambda p: p["variants"]["baseline"]["trainer"].update(epochs=2))
     out = sh(*dvc, "repro", cwd=root, env=env)
-    assert "Running stage 'train@baseline'" in out and "Running stage 'train@augmented'" not in out
+    assert "Running stage 'train@baseline-42'" in out and "Running stage 'train@augmented-42'" not in out
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-qm", "baseline: 2 epochs", cwd=root, env=env)
     diff = json.loads(sh(*dvc, "metrics", "diff", "HEAD~1", "--json", cwd=root, env=env))
-    change = diff["metrics/baseline.json"]["epochs_run"]
+    change = diff["metrics/train/baseline-42.json"]["epochs_run"]
     assert (change["old"], change["new"]) == (1, 2)
     params = json.loads(sh(*dvc, "params", "diff", "HEAD~1", "--json", cwd=root, env=env))
     change = params["params.yaml"]["variants.baseline.trainer.epochs"]
@@ -198,7 +200,7 @@ def test_an_experiment_shows_its_test_accuracies(project) -> None:
     assert any("three-epochs" in row for row in rows)
     client, experiment_id = study_store(root)
     tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'three-epochs'")
-    assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]
+    assert sorted(r.info.run_name for r in tagged) == ["baseline-42", "compare"]
 
 
 def dvc_status(root: Path, env: dict[str, str]) -> set[str]:
@@ -208,11 +210,11 @@ def dvc_status(root: Path, env: dict[str, str]) -> set[str]:
 
 def test_an_ad_hoc_run_leaves_the_study_outputs_alone(project) -> None:
     root, env = project
-    before = {p: p.read_bytes() for p in (root / "metrics").glob("*.json")}
+    before = {p: p.read_bytes() for p in (root / "metrics").rglob("*.json")}
     out = sh(sys.executable, "src/train.py", "variant=baseline", "trainer.epochs=2", cwd=root, env=env)
     assert "written to outputs/" in out
     assert len(list((root / "outputs").rglob("model.keras"))) == 1
-    assert {p: p.read_bytes() for p in (root / "metrics").glob("*.json")} == before
+    assert {p: p.read_bytes() for p in (root / "metrics").rglob("*.json")} == before
     assert dvc_status(root, env) == set()
 
 
@@ -222,7 +224,7 @@ def test_a_touched_variant_file_makes_only_its_train_stage_stale(project) -> Non
     original = variant_file.read_text()
     try:
         variant_file.write_text(original + "# a comment\n")
-        assert dvc_status(root, env) == {"train@augmented"}
+        assert dvc_status(root, env) == {"train@augmented-42"}
     finally:
         variant_file.write_text(original)
     assert dvc_status(root, env) == set()
@@ -274,8 +276,8 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     spans = []
     for name in names:
         tagged = client.search_runs([experiment_id], f"tags.dvc_experiment = '{name}'")
-        assert sorted(r.info.run_name for r in tagged) == ["baseline", "compare"]
-        baseline = next(r for r in tagged if r.info.run_name == "baseline")
+        assert sorted(r.info.run_name for r in tagged) == ["baseline-42", "compare"]
+        baseline = next(r for r in tagged if r.info.run_name == "baseline-42")
         assert baseline.data.tags["tf_threads"] == "1"
         spans.append((min(r.info.start_time for r in tagged), max(r.info.end_time for r in tagged)))
     (first, second) = sorted(spans)
@@ -313,12 +315,12 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
         assert s3.secret_key not in sh("git", "show", "HEAD:.dvc/config", cwd=root, env=env)
         clone = tmp_path / "teammate"
         sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path, env=env)
-        assert not (clone / "models" / "baseline").exists()
+        assert not (clone / "models" / "baseline-42").exists()
         add_remote(clone)
         sh(*dvc, "pull", cwd=clone, env=env)
         for variant in VARIANTS:
-            assert (clone / "models" / variant / "model.keras").read_bytes() == \
-                (root / "models" / variant / "model.keras").read_bytes()
+            assert (clone / "models" / f"{variant}-42" / "model.keras").read_bytes() == \
+                (root / "models" / f"{variant}-42" / "model.keras").read_bytes()
         offline = {**env, "CATDOG_DATA_MIRROR": str(tmp_path / "no-such-mirror.zip")}
         assert dvc_status(clone, offline) == set()
         out = sh(*dvc, "repro", cwd=clone, env=offline)
@@ -327,3 +329,31 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
         assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
     finally:
         s3.stop()
+
+
+def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(project) -> None:
+    """`dvc exp run -S 'study.seeds=[42,7]'`: only the seed-7 stages train (seed 42's are up to date), and the
+    leaderboard, metrics and report show each variant over both seeds, its runs in MLflow tagged with their seed."""
+    root, env = project
+    dvc = (sys.executable, "-m", "dvc")
+    assert dvc_status(root, env) == set()
+    out = sh(*dvc, "exp", "run", "-n", "two-seeds", "-S", "study.variants=[baseline,scaled]", "-S", "study.seeds=[42,7]",
+             cwd=root, env=env)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train@baseline-7", "train@scaled-7", "compare", "report"}
+    board = (root / "reports/leaderboard.md").read_text()
+    assert "| sd | seed 42 | seed 7 |" in board and "trained with 2 seeds (42, 7)" in board
+    metrics = json.loads((root / "metrics/compare.json").read_text())
+    assert set(metrics) == {"baseline", "scaled", "majority-class"}
+    for variant in ("baseline", "scaled"):
+        per_seed = [json.loads((root / "metrics/train" / f"{variant}-{s}.json").read_text()) for s in (42, 7)]
+        details = json.loads((root / "reports/compare.json").read_text())
+        assert details["validation"][variant]["best_val_accuracy"] == pytest.approx(
+            sum(m["best_val_accuracy"] for m in per_seed) / 2)
+        assert {metrics[variant]["test_accuracy_seed_42"], metrics[variant]["test_accuracy_seed_7"]} == {
+            details["runs"][f"{variant}-{s}"]["test_accuracy"] for s in (42, 7)}
+    page = (root / "reports/study.html").read_text(encoding="utf-8")
+    assert "seed 7" in page and "train@scaled-7" in page
+    client, experiment_id = study_store(root)
+    tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'two-seeds'")
+    assert sorted(r.info.run_name for r in tagged) == ["baseline-7", "compare", "scaled-7"]
+    assert {r.data.tags["seed"] for r in tagged if r.info.run_name != "compare"} == {"7"}

@@ -124,8 +124,9 @@ def test_stage_times_come_from_the_runs_and_say_what_was_not_recorded(isolated_m
         time.sleep(0.05)
     with mlflow.start_run(run_name="compare") as compared:
         mlflow.set_tags({"stage": "compare", "champion": "baseline", "git_commit": "1234567890", "git_dirty": "false"})
-    rows = stage_times({"baseline": client.get_run(run.info.run_id)}, {"baseline": 1.5}, client.get_run(compared.info.run_id), None)
-    assert [r.stage for r in rows] == ["download", "split", "train@baseline", "compare"]
+    rows = stage_times({"baseline-42": client.get_run(run.info.run_id)}, {"baseline-42": 1.5}, client.get_run(compared.info.run_id), None)
+    assert [r.stage for r in rows] == ["download", "split", "train@baseline-42", "compare"]
+    assert "(metrics/train/baseline-42.json)" in rows[2].source
     assert rows[0].seconds is None and "not recorded" in rows[0].source
     assert rows[2].commit == "abcdef0 (dirty)" and rows[2].seconds >= 0.05 and "training alone 1.5 s" in rows[2].source
     assert rows[3].commit == "1234567" and rows[3].seconds is None
@@ -141,10 +142,10 @@ def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_
 
     cfg = tiny_config("baseline")
     model = build_model(cfg, num_classes=2)
-    path = Outputs.study(cfg.trainer, "baseline").model
+    path = Outputs.study(cfg.trainer, "baseline", 7).model
     path.parent.mkdir(parents=True)
     model.save(path)
-    ex = explain(cfg, "baseline")
+    ex = explain(cfg, "baseline", 7)
     assert (ex.n_test, ex.image_size) == (8, TINY_SIZE)
     assert len(ex.misclassified) == ex.wrong_total and all(e.true != e.predicted for e in ex.misclassified)
     right = {c: 4 - sum(e.true == c for e in ex.misclassified) for c in ("cats", "dogs")}  # 4 test images a class

@@ -37,14 +37,14 @@ def test_a_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(split_data:
         warnings.simplefilter("ignore", EmulatedPrecisionWarning)  # a CI machine may lack native bfloat16
         train(tiny_config("baseline", "trainer.precision=bfloat16", "name=mixed"))
     assert keras.mixed_precision.global_policy().name == before == "float32"
-    mixed = keras.models.load_model(split_data / "models" / "mixed" / "model.keras")
+    mixed = keras.models.load_model(split_data / "models" / "mixed-42" / "model.keras")
     assert dtype_policies(mixed) == {"mixed_bfloat16"}
     assert mixed.get_layer("net").get_layer("logits").dtype_policy.compute_dtype == "float32"
     assert all(w.dtype == "float32" for w in mixed.weights)  # bfloat16 compute, float32 variables
     train(tiny_config("baseline", "name=plain"))  # as the next job of a --multirun sweep would
-    plain = keras.models.load_model(split_data / "models" / "plain" / "model.keras")
+    plain = keras.models.load_model(split_data / "models" / "plain-42" / "model.keras")
     assert dtype_policies(plain) == {"float32"}
-    assert {r.info.run_name: r.data.tags["precision"] for r in all_runs()} == {"mixed": "bfloat16", "plain": "float32"}
+    assert {r.info.run_name: r.data.tags["precision"] for r in all_runs()} == {"mixed-42": "bfloat16", "plain-42": "float32"}
 
 
 def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) -> None:

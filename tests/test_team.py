@@ -106,7 +106,8 @@ def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, m
     client = team.client(monkeypatch)
     experiment = client.get_experiment_by_name("catdog-study")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert {"baseline", "augmented", "compare"} <= set(runs)
+    runs |= {r.data.tags["variant"]: r for r in runs.values() if r.info.run_name.endswith("-42")}
+    assert {"baseline-42", "augmented-42", "compare"} <= set(runs)
     for variant in ("baseline", "augmented"):
         run = runs[variant]
         assert run.info.status == "FINISHED"

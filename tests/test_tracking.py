@@ -104,7 +104,7 @@ def test_environment_beats_config_and_default_is_absolute(tmp_path: Path, monkey
 def test_params_are_the_flattened_resolved_config() -> None:
     params = flat_params(tiny_config("transfer"))
     assert params["model.net.weights"] == "None"
-    assert params["trainer.checkpoint_dir"] == "checkpoints/study/transfer"
+    assert params["trainer.checkpoint_dir"] == "checkpoints/study/transfer/seed-42"
     assert params["augment.rotation"] == "[-0.3, 0.2]"
 
 

@@ -51,12 +51,12 @@ def test_each_variant_trains_and_records_a_complete_run(split_data: Path, varian
     metrics = train(tiny_config(variant, "trainer.epochs=2"))
     assert metrics["epochs_run"] == 2
     assert 0 <= metrics["best_val_accuracy"] <= 1
-    assert (split_data / "models" / variant / "model.keras").is_file()
-    assert json.loads((split_data / "metrics" / f"{variant}.json").read_text()) == pytest.approx(metrics)
-    history = (split_data / "plots" / variant / "history.csv").read_text().splitlines()
+    assert (split_data / "models" / f"{variant}-42" / "model.keras").is_file()
+    assert json.loads((split_data / "metrics" / "train" / f"{variant}-42.json").read_text()) == pytest.approx(metrics)
+    history = (split_data / "plots" / "train" / f"{variant}-42" / "history.csv").read_text().splitlines()
     assert history[0].split(",")[0] == "epoch" and len(history) == 3
 
-    run = only_run(variant)
+    run = only_run(f"{variant}-42")
     client = MlflowClient()
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.epochs"] == "2"
@@ -75,7 +75,7 @@ def test_each_variant_trains_and_records_a_complete_run(split_data: Path, varian
     logged = mlflow.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
     )
-    run_info = json.loads((split_data / "models" / variant / "mlflow_run.json").read_text())
+    run_info = json.loads((split_data / "models" / f"{variant}-42" / "mlflow_run.json").read_text())
     assert {f"models:/{m.model_id}" for m in logged} == {run_info["model_uri"], run_info["classifier_uri"]}
     inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
     assert inputs == {("train", "training"), ("val", "validation")}
@@ -87,9 +87,9 @@ def test_each_variant_trains_and_records_a_complete_run(split_data: Path, varian
 def test_logged_model_reloads_and_predicts_like_the_trained_one(split_data: Path) -> None:
     cfg = tiny_config("scaled")
     train(cfg)
-    only_run("scaled")
-    saved = keras.models.load_model(split_data / "models" / "scaled" / "model.keras")
-    model_uri = json.loads((split_data / "models" / "scaled" / "mlflow_run.json").read_text())["model_uri"]
+    only_run("scaled-42")
+    saved = keras.models.load_model(split_data / "models" / "scaled-42" / "model.keras")
+    model_uri = json.loads((split_data / "models" / "scaled-42" / "mlflow_run.json").read_text())["model_uri"]
     assert model_uri.startswith("models:/m-")
     logged = mlflow.keras.load_model(model_uri)
     val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
@@ -104,7 +104,7 @@ def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     first = train(tiny_config("augmented", "trainer.epochs=2", "name=first"))
     second = train(tiny_config("augmented", "trainer.epochs=2", "name=second"))
     other = train(tiny_config("augmented", "trainer.epochs=2", "name=other", "seed=7"))
-    history = [(split_data / "plots" / n / "history.csv").read_text() for n in ("first", "second", "other")]
+    history = [(split_data / "plots" / "train" / n / "history.csv").read_text() for n in ("first-42", "second-42", "other-7")]
     assert history[0] == history[1]
     assert first["val_loss"] == second["val_loss"]
     assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
@@ -115,9 +115,9 @@ def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None
     knobs = ("trainer.epochs=2", "trainer.ema_momentum=0.5")
     train(tiny_config("augmented", *knobs, "trainer.steps_per_execution=1", "name=one"))
     train(tiny_config("augmented", *knobs, "trainer.steps_per_execution=2", "name=two"))
-    history = [(split_data / "plots" / n / "history.csv").read_text() for n in ("one", "two")]
+    history = [(split_data / "plots" / "train" / f"{n}-42" / "history.csv").read_text() for n in ("one", "two")]
     assert history[0] == history[1]
-    models = [keras.models.load_model(split_data / "models" / n / "model.keras") for n in ("one", "two")]
+    models = [keras.models.load_model(split_data / "models" / f"{n}-42" / "model.keras") for n in ("one", "two")]
     assert [m.steps_per_execution for m in models] == [1, 2]
     for one, two in zip(*(m.get_weights() for m in models), strict=True):
         np.testing.assert_array_equal(one, two)
@@ -127,7 +127,7 @@ def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None
 def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path, schedule: str) -> None:
     cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", f"trainer.lr_schedule={schedule}")
     train(cfg)
-    optimizer = keras.models.load_model(split_data / "models" / "baseline" / "model.keras").optimizer
+    optimizer = keras.models.load_model(split_data / "models" / "baseline-42" / "model.keras").optimizer
     steps = 3 * math.ceil(len(read_manifest(split_data / "data/split/train.csv")) / cfg.trainer.batch_size)
     assert int(optimizer.iterations) == steps
     final_rate = float(optimizer.learning_rate)
@@ -138,10 +138,10 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
     # A momentum this close to 1 keeps the average at the initial weights, so validation must not learn.
     cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.ema_momentum=0.999999")
     train(cfg)
-    with open(split_data / "plots" / "baseline" / "history.csv", newline="") as handle:
+    with open(split_data / "plots" / "train" / "baseline-42" / "history.csv", newline="") as handle:
         val_loss = [float(row["val_loss"]) for row in csv.DictReader(handle)]
     assert max(val_loss) - min(val_loss) < 1e-3
-    saved = keras.models.load_model(split_data / "models" / "baseline" / "model.keras")
+    saved = keras.models.load_model(split_data / "models" / "baseline-42" / "model.keras")
     keras.utils.set_random_seed(cfg.seed)
     fresh = build_model(cfg, num_classes=2)
     first_step = cfg.optimizer.learning_rate * 1.001  # Keras starts the average at the weights after one Adam step
@@ -198,8 +198,8 @@ def test_each_epochs_order_depends_on_the_seed_and_epoch_only() -> None:
 
 def outputs_of(workdir: Path, name: str) -> tuple[str, list[np.ndarray]]:
     """A finished run's history.csv and the weights of its saved model."""
-    model = keras.models.load_model(workdir / "models" / name / "model.keras")
-    return (workdir / "plots" / name / "history.csv").read_text(), model.get_weights()
+    model = keras.models.load_model(workdir / "models" / f"{name}-42" / "model.keras")
+    return (workdir / "plots" / "train" / f"{name}-42" / "history.csv").read_text(), model.get_weights()
 
 
 @pytest.mark.parametrize("killed_after", [1, 2])
@@ -226,7 +226,7 @@ def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
     assert len(checkpointed["history"]["loss"]) == killed_after
     train(cfg)
     runs = MlflowClient().search_runs(
-        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{cfg.name}'"
+        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{cfg.name}-{cfg.seed}'"
     )
     assert [r.info.status for r in runs] == ["FINISHED"] * 2, "the restart must continue the interrupted run"
     history, weights = outputs_of(split_data, cfg.name)
@@ -255,11 +255,11 @@ def test_nan_loss_fails_the_run_and_writes_no_model(split_data: Path) -> None:
     cfg = tiny_config("baseline", "optimizer=sgd", "optimizer.learning_rate=1e38", "trainer.epochs=3")
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train(cfg)
-    run = only_run("baseline")
+    run = only_run("baseline-42")
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("TrainingDiverged")
-    assert not (split_data / "models" / "baseline").exists()
-    assert not (split_data / "metrics" / "baseline.json").exists()
+    assert not (split_data / "models" / "baseline-42").exists()
+    assert not (split_data / "metrics" / "train" / "baseline-42.json").exists()
     assert MlflowClient().search_registered_models() == []
 
 
@@ -273,7 +273,7 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     env = {**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow}
     proc = subprocess.Popen(train_command(*overrides), cwd=split_data, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = split_data / "checkpoints" / "study" / "baseline" / "state.json"
+    state = split_data / "checkpoints" / "study" / "baseline" / "seed-42" / "state.json"
     deadline = time.monotonic() + 240
     while not (state.is_file() and len(json.loads(state.read_text())["history"]["loss"]) >= 1):
         assert proc.poll() is None, "training ended before it could be killed"
@@ -291,11 +291,11 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     done = subprocess.run(train_command(*overrides), cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming run" in done.stdout + done.stderr
-    run = only_run("baseline")
+    run = only_run("baseline-42")
     assert run.info.status == "FINISHED"
     for key in EPOCH_METRICS:
         assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, key)] == [0, 1, 2, 3]
-    metrics = json.loads((split_data / "metrics" / "baseline.json").read_text())
+    metrics = json.loads((split_data / "metrics" / "train" / "baseline-42.json").read_text())
     assert metrics["epochs_run"] == 4
     assert earlier < metrics["seconds"] < earlier + 300, "the time before the kill is lost"
     assert not state.exists()
@@ -306,7 +306,7 @@ def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_w
     cmd = train_command("variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8")
     done = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run("transfer")
+    run = only_run("transfer-42")
     assert run.data.params["model.net.weights"] == "imagenet"
     assert run.data.metrics["final_params_trainable"] == 377_986
     assert run.data.metrics["final_best_val_accuracy"] >= 0.75
@@ -317,7 +317,7 @@ def test_cached_features_train_the_head_of_the_full_model(split_data: Path) -> N
                       "trainer.early_stopping.enabled=false")
     metrics = train(cfg)
     assert metrics["epochs_run"] == 2
-    saved = keras.models.load_model(split_data / "models" / "transfer" / "model.keras")
+    saved = keras.models.load_model(split_data / "models" / "transfer-42" / "model.keras")
     val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
                      ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
     saved.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])

@@ -1,8 +1,8 @@
-"""The comparison stage: every trained variant evaluated on the held-out test split, ranked, and the winner registered."""
+"""The comparison stage: every run of every variant evaluated on the held-out test split, each variant summed up over its
+training seeds, ranked, and the champion registered."""
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -12,53 +12,64 @@ import mlflow
 import numpy as np
 from omegaconf import DictConfig
 
-from catdog import plots
+from tqdm import tqdm
+
+from catdog.compare_figures import draw_figures
 from catdog.config import tracking_uri, validate
 from catdog.dataset import Split, batches, configured_split
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
-from catdog.leaderboard import CHOSEN_BY, MAJORITY, dvc_metrics, leaderboard
+from catdog.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard
 from catdog.manifests import data_version, majority_class, read_manifest
 from catdog.registry import register
 from catdog.store import connect
-from catdog.tracking import log_split_inputs, source_tags
 from catdog.outputs import Outputs
-
-MISCLASSIFIED_SHOWN = 16
-MISCLASSIFIED_COLUMNS = 8
+from catdog.seeds import test_summary, validation_summary
+from catdog.study import study_run
+from catdog.tracking import log_split_inputs, source_tags
 
 
 class ModelLoadError(RuntimeError):
     """A variant's model file is missing or unreadable."""
 
 
-def load_variant(cfg: DictConfig, variant: str) -> keras.Model:
-    """The trained model of `variant`, or an error naming the variant, the path and the fix."""
-    path = Outputs.study(cfg.trainer, variant).model
-    fix = f"run `dvc repro train@{variant}` (or `python src/train.py variant={variant}`)"
+def fix(variant: str, seed: int) -> str:
+    return f"run `dvc repro train@{study_run(variant, seed)}` (or `python src/train.py variant={variant} seed={seed}`)"
+
+
+def model_file(cfg: DictConfig, variant: str, seed: int) -> Path:
+    """Where the model `variant` trained with `seed` is, or an error naming the run, the path and the fix."""
+    path = Outputs.study(cfg.trainer, variant, seed).model
     if not path.is_file():
-        raise ModelLoadError(f"variant {variant!r}: model file {path} not found; {fix}")
+        raise ModelLoadError(f"run {study_run(variant, seed)!r}: model file {path} not found; {fix(variant, seed)}")
+    return path
+
+
+def load_variant(cfg: DictConfig, variant: str, seed: int) -> keras.Model:
+    """The model `variant` trained with `seed`, or an error naming the run, the path and the fix."""
+    path, run = model_file(cfg, variant, seed), study_run(variant, seed)
     try:
         # Uncompiled: only inference is needed, and the one-step predict loop traces faster than a multi-step one.
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise ModelLoadError(f"variant {variant!r}: model file {path} could not be loaded ({exc}); {fix}") from exc
+        raise ModelLoadError(f"run {run!r}: model file {path} could not be loaded ({exc}); {fix(variant, seed)}") from exc
 
 
-def validation_scores(cfg: DictConfig, variants: list[str]) -> dict[str, dict]:
-    """Each variant's best val accuracy and loss, from the metrics its training run wrote."""
+def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[int, dict]:
+    """Best val accuracy, loss and epoch of each of `variant`'s runs, from the metrics its training wrote."""
     scores = {}
-    for variant in variants:
-        path = Outputs.study(cfg.trainer, variant).metrics
+    for seed in seeds:
+        path = Outputs.study(cfg.trainer, variant, seed).metrics
         if not path.is_file():
-            raise ModelLoadError(f"variant {variant!r}: metrics file {path} not found; run `dvc repro train@{variant}`")
+            raise ModelLoadError(f"run {study_run(variant, seed)!r}: metrics file {path} not found; "
+                                 f"run `dvc repro train@{study_run(variant, seed)}`")
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        scores[variant] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
+        scores[seed] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
     return scores
 
 
 def pick_champion(val: dict[str, dict]) -> str:
-    """The variant with the best val accuracy; ties go to the lower val loss, then to the first listed."""
+    """The variant with the best (mean) val accuracy; ties go to the lower val loss, then to the first listed."""
     order = list(val)
     return min(val, key=lambda v: (-val[v]["best_val_accuracy"], val[v]["best_val_loss"], order.index(v)))
 
@@ -67,107 +78,89 @@ def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
 
-def test_splits(cfg: DictConfig, sizes: set[int]) -> dict[int, Split]:
-    """The test split at each input size the models take (decoded once per size, then cached)."""
-    return {size: configured_split(cfg.data, "test", size) for size in sorted(sizes)}
-
-
-def evaluate_all(cfg: DictConfig, models: dict[str, keras.Model], tests: dict[int, Split]) -> tuple[dict, dict]:
-    """Scores of each model and of the majority-class guess; the per-image right/wrong of each model."""
+def evaluate_runs(cfg: DictConfig, variant: str, seeds: list[int]) -> tuple[dict[int, dict], dict[int, np.ndarray], Split]:
+    """Each of `variant`'s runs scored on the test split (one model in memory at a time): rows, predictions, and the
+    test split at the size the variant's models take."""
     classes = list(cfg.data.classes)
-    rows: dict[str, dict] = {}
-    correct: dict[str, np.ndarray] = {}
-    predictions: dict[str, np.ndarray] = {}
-    test = next(iter(tests.values()))
-    for name, model in models.items():
-        images = tests[input_size(model)]
-        logits = model.predict(batches(images, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
-        predictions[name] = logits.argmax(axis=1)
-        rows[name] = {**score(predictions[name], test.labels, classes), "loss": log_loss(logits, test.labels)}
-        correct[name] = predictions[name] == test.labels
+    rows, predictions = {}, {}
+    for seed in seeds:
+        model = load_variant(cfg, variant, seed)
+        test = configured_split(cfg.data, "test", input_size(model))  # decoded once per size, then cached
+        logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
+        predictions[seed] = logits.argmax(axis=1)
+        rows[seed] = {**score(predictions[seed], test.labels, classes), "loss": log_loss(logits, test.labels)}
+        del model
+    return rows, predictions, test
+
+
+def majority_row(cfg: DictConfig, labels: np.ndarray) -> dict:
+    """The scores of always guessing the train split's majority class."""
+    classes = list(cfg.data.classes)
     majority = majority_class(read_manifest(Path(cfg.data.split_dir) / "train.csv"), classes)
-    guess = np.full_like(test.labels, classes.index(majority))
-    rows[MAJORITY] = {**score(guess, test.labels, classes), "loss": None}
-    return rows, {"correct": correct, "predictions": predictions}
+    return {**score(np.full_like(labels, classes.index(majority)), labels, classes), "loss": None}
 
 
-def draw_figures(
-    cfg: DictConfig, ranked: list[tuple[str, dict]], outcome: dict, test: Split, champion: str, dest: Path
-) -> dict[str, Path]:
-    """Confusion matrices, accuracy bars, validation curves and the champion's mistakes, as PNG files."""
-    classes = list(cfg.data.classes)
-    models = [name for name, _ in ranked if name != MAJORITY]
-    figures = {
-        "confusion_matrices": plots.confusion_matrices(
-            {n: np.array(r["confusion_matrix"]) for n, r in ranked if n != MAJORITY}, classes
-        ),
-        "test_accuracy": plots.accuracy_bars([{"name": n, **r} for n, r in ranked]),
-        "val_accuracy": plots.validation_curves(
-            {n: read_history(Path(cfg.trainer.plots_dir) / n / "history.csv") for n in models}
-        ),
-    }
-    best = champion
-    wrong = np.flatnonzero(~outcome["correct"][best])[:MISCLASSIFIED_SHOWN]
-    if len(wrong):
-        rows = [wrong[i : i + MISCLASSIFIED_COLUMNS] for i in range(0, len(wrong), MISCLASSIFIED_COLUMNS)]
-        pred = outcome["predictions"][best]
-        figures["misclassified"] = plots.image_grid(
-            [[test.images[i] for i in row] for row in rows],
-            [[f"{classes[test.labels[i]]}→{classes[pred[i]]}" for i in row] for row in rows],
-            f"{best}: misclassified test images (true→predicted), {int((~outcome['correct'][best]).sum())} in all",
-        )
-    return {name: plots.save(fig, dest / f"{name}.png") for name, fig in figures.items()}
-
-
-def read_history(path: Path) -> list[float]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
-
-
-def logged_model_uri(cfg: DictConfig, variant: str) -> str:
-    """The classifier (image files in, labels out) `variant`'s training run logged, as the run recorded it."""
-    run_info = Outputs.study(cfg.trainer, variant).run_info
+def logged_model_uri(cfg: DictConfig, variant: str, seed: int) -> str:
+    """The classifier (image files in, labels out) that run logged, as the run recorded it."""
+    run_info = Outputs.study(cfg.trainer, variant, seed).run_info
     if not run_info.is_file():
-        raise ModelLoadError(f"variant {variant!r}: {run_info} not found; run `dvc repro train@{variant}`")
+        raise ModelLoadError(f"run {study_run(variant, seed)!r}: {run_info} not found; "
+                             f"run `dvc repro train@{study_run(variant, seed)}`")
     return json.loads(run_info.read_text(encoding="utf-8"))["classifier_uri"]
 
 
-def register_champion(cfg: DictConfig, name: str, model_uri: str, row: dict, val: dict) -> tuple[str, str]:
-    """Register the champion's model as its training run logged it (the version's source and run are the
-    training run's), with how it was chosen and its scores as tags; return (version, alias)."""
+def register_champion(cfg: DictConfig, name: str, row: dict, val: dict) -> tuple[str, str]:
+    """Register the model of the champion's best-validation seed as its training run logged it (the version's
+    source and run are the training run's), with how it was chosen and its scores as tags; return (version, alias)."""
     tags = {
         "variant": name,
-        "chosen_by": CHOSEN_BY,
+        "seed": str(val["seed"]),
+        "chosen_by": chosen_by(len(val["per_seed"])),
         "val_accuracy": f"{val['best_val_accuracy']:.4f}",
         "test_accuracy": f"{row['accuracy']:.4f}",
     }
-    return register(cfg.tracking, model_uri, tags)
+    return register(cfg.tracking, logged_model_uri(cfg, name, val["seed"]), tags)
 
 
 def compare(cfg: DictConfig) -> dict:
-    """Evaluate every variant on the test split; write the report, figures and metrics; register the champion."""
+    """Evaluate every run of every variant on the test split; write the report, figures and metrics; register the
+    champion (picked by mean val accuracy over seeds) as its best-validation seed's model."""
     started = time.monotonic()
     validate(cfg)
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    variants = list(cfg.study.variants)
-    models = {v: load_variant(cfg, v) for v in variants}
-    val = validation_scores(cfg, variants)
+    variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
+    for variant in variants:  # every run's model is there before anything is read or logged
+        for seed in seeds:
+            model_file(cfg, variant, seed)
+    per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
+    val = {v: validation_summary(per_seed[v]) for v in variants}
     champion = pick_champion(val)
-    model_uri = logged_model_uri(cfg, champion)
-    splits = test_splits(cfg, {input_size(m) for m in models.values()})
-    rows, outcome = evaluate_all(cfg, models, splits)
+    rows, outcome, runs = {}, {"correct": {}, "predictions": {}}, {}
+    for variant in tqdm(variants, desc="compare: test split", unit="variant", disable=None):
+        seed_rows, predictions, split = evaluate_runs(cfg, variant, seeds)
+        if variant == champion:
+            test = split  # the champion's images at its input size, for its mistakes figure
+        rows[variant] = test_summary(seed_rows, val[variant]["seed"])
+        outcome["predictions"][variant] = predictions[val[variant]["seed"]]
+        runs |= {study_run(variant, s): {"variant": variant, "seed": s, **per_seed[variant][s],
+                                         "test_accuracy": r["accuracy"], "test_loss": r["loss"]}
+                 for s, r in seed_rows.items()}
+    outcome["correct"] = {v: p == test.labels for v, p in outcome["predictions"].items()}
+    rows[MAJORITY] = majority_row(cfg, test.labels)
     ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
-    test = splits[input_size(models[champion])]
     tests = pairwise_tests(outcome["correct"])
     version = data_version(Path(cfg.data.split_dir))
-    report = leaderboard(ranked, tests, len(test.labels), version, champion, val)
-    figures = draw_figures(cfg, ranked, outcome, test, champion, Path(cfg.compare.plots_dir))
+    report = leaderboard(ranked, tests, len(test.labels), version, champion, val, seeds)
+    histories = {v: Outputs.study(cfg.trainer, v, val[v]["seed"]).history for v in variants}
+    figures = draw_figures(cfg, ranked, outcome, test, champion, histories, Path(cfg.compare.plots_dir))
     details = {
         "champion": champion,
-        "chosen_by": CHOSEN_BY,
+        "chosen_by": chosen_by(len(seeds)),
         "n_test": len(test.labels),
+        "seeds": seeds,
         "validation": val,
         "models": rows,
+        "runs": runs,
         "pairwise": tests,
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare") as run:
@@ -179,7 +172,7 @@ def compare(cfg: DictConfig) -> dict:
         for path in figures.values():
             mlflow.log_artifact(str(path), "figures")
         log_split_inputs(Path(cfg.data.split_dir), {"test": "test"})
-        registered = register_champion(cfg, champion, model_uri, rows[champion], val[champion])
+        registered = register_champion(cfg, champion, rows[champion], val[champion])
     details["champion_version"], details["champion_alias"] = registered
     # The report stage logs its HTML to this run, and shows the stage's wall time.
     details["run_id"], details["seconds"] = run.info.run_id, round(time.monotonic() - started, 1)

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
@@ -45,8 +45,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _distinct(values: Any, ok: Callable[[Any], bool]) -> bool:
+    items = list(values) if isinstance(values, (list, tuple, ListConfig)) else None
+    return bool(items) and len(set(map(str, items))) == len(items) and all(map(ok, items))
+
+
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "study.seeds": (lambda v: _distinct(v, lambda s: _is_int(s) and s >= 0), "a non-empty list of distinct integers >= 0"),
+    "study.variants": (lambda v: _distinct(v, lambda s: isinstance(s, str) and s != ""), "a non-empty list of distinct names"),
     "data.split_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
     "data.min_holdout_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

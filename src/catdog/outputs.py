@@ -18,6 +18,7 @@ from catdog.files import atomic_path, write_json, write_text
 from catdog.models import parameter_counts
 from catdog.registry import log_model
 from catdog.serving import log_classifier
+from catdog.study import study_run
 
 MONITOR = "val_accuracy"
 EXAMPLE_IMAGES = 2
@@ -35,13 +36,15 @@ class Outputs:
     augmentation: Path
 
     @classmethod
-    def study(cls, trainer: DictConfig, name: str) -> Outputs:
-        """The study's outputs of variant `name`, which DVC tracks: models/<name>/, metrics/<name>.json, plots/<name>/."""
-        plots_dir = Path(trainer.plots_dir) / name
+    def study(cls, trainer: DictConfig, name: str, seed: int) -> Outputs:
+        """The study's outputs of variant `name` trained with `seed`, which DVC tracks (stage train@<name>-<seed>):
+        models/<name>-<seed>/, metrics/train/<name>-<seed>.json, plots/train/<name>-<seed>/."""
+        run = study_run(name, seed)
+        plots_dir = Path(trainer.plots_dir) / run
         return cls(
-            model=Path(trainer.models_dir) / name / "model.keras",
-            run_info=Path(trainer.models_dir) / name / "mlflow_run.json",
-            metrics=Path(trainer.metrics_dir) / f"{name}.json",
+            model=Path(trainer.models_dir) / run / "model.keras",
+            run_info=Path(trainer.models_dir) / run / "mlflow_run.json",
+            metrics=Path(trainer.metrics_dir) / f"{run}.json",
             history=plots_dir / "history.csv",
             curves=plots_dir / "curves.png",
             augmentation=plots_dir / "augmentation.png",
@@ -63,7 +66,7 @@ class Outputs:
     def for_run(cls, cfg: DictConfig) -> Outputs:
         """`trainer.outputs=study`: the study's; else the run's Hydra folder (outputs/<name>/ outside Hydra)."""
         if cfg.trainer.outputs == "study":
-            return cls.study(cfg.trainer, cfg.name)
+            return cls.study(cfg.trainer, cfg.name, cfg.seed)
         if not HydraConfig.initialized():
             return cls.in_folder(Path("outputs") / cfg.name)
         folder = Path(HydraConfig.get().runtime.output_dir)

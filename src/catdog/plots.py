@@ -85,7 +85,7 @@ def confusion_matrices(matrices: Mapping[str, np.ndarray], classes: Sequence[str
 
 
 def accuracy_bars(rows: Sequence[Mapping[str, float | str]]) -> Figure:
-    """Test accuracy of each model with its 95% confidence interval."""
+    """Test accuracy of each model with its 95% confidence interval (and, where a row has `per_seed`, each seed's)."""
     names = [str(r["name"]) for r in rows]
     acc = np.array([float(r["accuracy"]) for r in rows])
     err = np.array([[a - float(r["ci_low"]), float(r["ci_high"]) - a] for a, r in zip(acc, rows, strict=True)]).T
@@ -93,8 +93,13 @@ def accuracy_bars(rows: Sequence[Mapping[str, float | str]]) -> Figure:
     ax.bar(names, acc, yerr=err, capsize=6, color="tab:blue", alpha=0.8)
     for i, value in enumerate(acc):
         ax.text(i, value / 2, f"{value:.1%}", ha="center", color="white", fontweight="bold")
+    seeded = [(i, list(r["per_seed"].values())) for i, r in enumerate(rows) if r.get("per_seed")]
+    for i, values in seeded:  # each training seed's run: the mean's bar and interval come from these
+        ax.scatter([i] * len(values), values, color="black", s=14, zorder=3, label="one seed" if i == seeded[0][0] else None)
+    if seeded:
+        ax.legend(loc="lower right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy (95% CI)")
+    ax.set_ylabel("test accuracy (95% CI)" if not seeded else "test accuracy: mean over seeds (95% CI)")
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Test accuracy")
     return fig

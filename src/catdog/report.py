@@ -31,6 +31,7 @@ from catdog.report_runs import (
     RunNotFound, config_differences, get_run, stage_times, this_stage, training_runs,
 )
 from catdog.store import connect
+from catdog.study import study_run
 from catdog.tracking import DVC_EXPERIMENT_TAG
 
 TITLE = "Cats vs dogs: the study"
@@ -97,19 +98,21 @@ def data_card(cfg: DictConfig) -> sections.Section:
 
 def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, int, int]:
     """The page's HTML, the compare run, and how many mistakes it shows of how many."""
-    variants = list(cfg.study.variants)
+    variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
     details = read_json(cfg.compare.details, "compare")
+    best = {v: details["validation"][v].get("seed", seeds[0]) for v in variants}  # each variant's best-val seed
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     client = MlflowClient()
-    runs = training_runs(client, cfg, variants)
+    runs = training_runs(client, cfg, [(v, s) for v in variants for s in seeds])
     compared, note = compare_run(client, experiment_id, details)
-    metrics = {v: read_json(Outputs.study(cfg.trainer, v).metrics, f"train@{v}") for v in variants}
-    outputs = {v: Outputs.study(cfg.trainer, v) for v in variants}
+    names = {study_run(v, s): (v, s) for v in variants for s in seeds}
+    metrics = {n: read_json(Outputs.study(cfg.trainer, *vs).metrics, f"train@{n}") for n, vs in names.items()}
+    outputs = {v: Outputs.study(cfg.trainer, v, best[v]) for v in variants}
     figures = Path(cfg.compare.plots_dir)
-    explained = explain(cfg, details["champion"])
+    explained = explain(cfg, details["champion"], best[details["champion"]])
     reference = REFERENCE if REFERENCE in variants else variants[0]
-    differences = config_differences({v: runs[v].data.params for v in variants}, reference)
-    times = stage_times(runs, {v: metrics[v]["seconds"] for v in variants}, compared, details.get("seconds"))
+    differences = config_differences({v: runs[study_run(v, best[v])].data.params for v in variants}, reference)
+    times = stage_times(runs, {n: m["seconds"] for n, m in metrics.items()}, compared, details.get("seconds"))
     times.append(this_stage(started, time.monotonic() - clock))
     notes = [
         "A commit marked (dirty) ran with changes to src/, conf/, params.yaml or dvc.yaml since that commit.",
@@ -122,7 +125,8 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, i
         sections.mcnemar(details),
         sections.variants(differences, variants, reference),
         sections.curves(required(figures / "val_accuracy.png", "compare"),
-                        {v: required(outputs[v].curves, f"train@{v}") for v in variants}, metrics),
+                        {v: required(outputs[v].curves, f"train@{study_run(v, best[v])}") for v in variants},
+                        {v: metrics[study_run(v, best[v])] for v in variants}, best if len(seeds) > 1 else {}),
         sections.confusion(required(figures / "confusion_matrices.png", "compare")),
         sections.mistakes(explained, MISCLASSIFIED_CAP),
         sections.correct(explained, CORRECT_PER_CLASS),

@@ -70,14 +70,15 @@ def heatmaps(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def explain(cfg: DictConfig, variant: str) -> Explanations:
-    """Load `variant`'s saved model as the compare stage does, predict the test split, and explain the picks."""
+def explain(cfg: DictConfig, variant: str, seed: int) -> Explanations:
+    """Load the model `variant` trained with `seed` as the compare stage does, predict the test split, and explain
+    the picks."""
     from catdog.compare import input_size, load_variant
     from catdog.dataset import batches, configured_split
     from catdog.gradcam import overlay, split_at_target
 
     classes = list(cfg.data.classes)
-    model = load_variant(cfg, variant)
+    model = load_variant(cfg, variant, seed)
     size = input_size(model)
     test = configured_split(cfg.data, "test", size)
     logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)

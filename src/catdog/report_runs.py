@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from catdog.outputs import Outputs
+from catdog.study import study_run
 from catdog.tracking import source_tags
 
 # The config groups a variant composes; keys outside them (the run's name, Hydra's) say nothing about the model.
@@ -24,15 +25,17 @@ class RunNotFound(RuntimeError):
     """A run the report needs is not in the tracking store."""
 
 
-def training_runs(client: MlflowClient, cfg: DictConfig, variants: list[str]) -> dict[str, Run]:
-    """Each variant's training run, by the id its train stage wrote beside the model."""
+def training_runs(client: MlflowClient, cfg: DictConfig, pairs: list[tuple[str, int]]) -> dict[str, Run]:
+    """The training run of each (variant, seed), keyed `<variant>-<seed>`, by the id its train stage wrote beside
+    the model."""
     runs = {}
-    for variant in variants:
-        info = Outputs.study(cfg.trainer, variant).run_info
+    for variant, seed in pairs:
+        name = study_run(variant, seed)
+        info = Outputs.study(cfg.trainer, variant, seed).run_info
         if not info.is_file():
-            raise RunNotFound(f"variant {variant!r}: {info} not found; run `dvc repro train@{variant}`")
+            raise RunNotFound(f"run {name!r}: {info} not found; run `dvc repro train@{name}`")
         run_id = json.loads(info.read_text(encoding="utf-8"))["run_id"]
-        runs[variant] = get_run(client, run_id, f"train@{variant}")
+        runs[name] = get_run(client, run_id, f"train@{name}")
     return runs
 
 
@@ -85,13 +88,13 @@ def stage_times(runs: dict[str, Run], training_seconds: dict[str, float], compar
         StageTime(stage, ABSENT, ABSENT, None, "not recorded: the stage logs no run and writes no time")
         for stage in ("download", "split")
     ]
-    for variant, run in runs.items():
+    for name, run in runs.items():
         span = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
         rows.append(
             StageTime(
-                f"train@{variant}", commit_of(run.data.tags), utc(run.info.start_time), span,
-                f"MLflow run {run.info.run_id[:8]} (start to end); training alone {training_seconds[variant]:.1f} s "
-                f"(metrics/{variant}.json)", run.data.tags.get("machine", ABSENT),
+                f"train@{name}", commit_of(run.data.tags), utc(run.info.start_time), span,
+                f"MLflow run {run.info.run_id[:8]} (start to end); training alone {training_seconds[name]:.1f} s "
+                f"(metrics/train/{name}.json)", run.data.tags.get("machine", ABSENT),
             )
         )
     source = "reports/compare.json" if compare_seconds is not None else "not recorded by this compare.json"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from catdog.leaderboard import MAJORITY, champion_note
+from catdog.leaderboard import MAJORITY, champion_note, seed_cells, seed_columns
 from catdog.report_gradcam import Explained, Explanations
 from catdog.report_html import Cell, Html, Section, card, cards, image, image_file, inline_markdown, paragraph, table
 from catdog.report_runs import ABSENT, StageTime, duration
@@ -66,8 +66,10 @@ def summary(details: dict) -> str:
 def leaderboard(details: dict, figure: Path) -> Section:
     ranked = ranked_models(details)
     val = details["validation"]
+    seeds = details.get("seeds", [None])
     classes = list(ranked[0][1]["per_class"])
-    header = ["rank", "model", "accuracy", "95% CI", "loss", "val accuracy", *(f"{c} P / R / F1" for c in classes)]
+    extra, _ = seed_columns(seeds)
+    header = ["rank", "model", "accuracy", "95% CI", "loss", "val accuracy", *(f"{c} P / R / F1" for c in classes), *extra]
     rows = []
     for rank, (name, row) in enumerate(ranked, start=1):
         rows.append([
@@ -75,9 +77,13 @@ def leaderboard(details: dict, figure: Path) -> Section:
             Cell("–" if row["loss"] is None else f"{row['loss']:.3f}"),
             Cell(f"{val[name]['best_val_accuracy']:.1%}" if name in val else "–"),
             *(Cell(f"{m['precision']:.2f} / {m['recall']:.2f} / {m['f1']:.2f}") for m in row["per_class"].values()),
+            *(Cell(c) for c in seed_cells(row, seeds)),
         ])
     notes = [paragraph(inline_markdown(line)) for line in champion_note(details["champion"], ranked, val)]
-    intro = paragraph(f"{details['n_test']} test images; accuracy with a 95% Wilson interval.", "note")
+    intro = paragraph(
+        f"{details['n_test']} test images; accuracy with a 95% Wilson interval." if len(seeds) == 1 else
+        f"{details['n_test']} test images; each variant trained with {len(seeds)} seeds: accuracy, loss and per-class "
+        "scores are means over seeds, with a 95% Student-t interval over seeds, the sd and each seed's accuracy.", "note")
     marks = ["champion" if name == details["champion"] else "" for name, _ in ranked]
     return Section("leaderboard", TITLES["leaderboard"], [*notes, intro, table(header, rows, marks), image_file(figure, "test accuracy")])
 
@@ -103,13 +109,15 @@ def variants(differences: list[tuple[str, list[str]]], names: list[str], referen
     return Section("variants", TITLES["variants"], [note, table(["setting", *names], rows)])
 
 
-def curves(overview: Path, per_variant: dict[str, Path], metrics: dict[str, dict]) -> Section:
+def curves(overview: Path, per_variant: dict[str, Path], metrics: dict[str, dict], seeds: dict[str, int]) -> Section:
+    """Each variant's curves; `seeds` names the seed shown where the study trained several (its best on val)."""
     parts: list[object] = [image_file(overview, "validation accuracy of every variant per epoch")]
     for name, path in per_variant.items():
         m = metrics[name]
+        which = f" (seed {seeds[name]}, its best-validation run)" if name in seeds else ""
         parts.append(paragraph(Html(
-            f"<strong>{name}</strong>: {m['epochs_run']} epochs, best val accuracy {m['best_val_accuracy']:.1%} at "
-            f"epoch {m['best_epoch']} (its weights are the saved model)")))
+            f"<strong>{name}</strong>{which}: {m['epochs_run']} epochs, best val accuracy {m['best_val_accuracy']:.1%} "
+            f"at epoch {m['best_epoch']} (its weights are the saved model)")))
         parts.append(image_file(path, f"{name}: training curves"))
     return Section("curves", TITLES["curves"], parts)
 

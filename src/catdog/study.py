@@ -16,6 +16,11 @@ RESOLVER = "params"
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
+def study_run(variant: str, seed: int) -> str:
+    """One study run's name: its DVC stage's key (train@baseline-42), its MLflow run's and its outputs' folder's."""
+    return f"{variant}-{seed}"
+
+
 def study_param(key: str) -> Any:
     """The value at dotted `key` in params.yaml, or an error naming the file and the key."""
     if not PARAMS_FILE.is_file():

@@ -21,6 +21,7 @@ from catdog.checkpoints import History, State
 from catdog.config import DVC_EXPERIMENT_ENV
 from catdog.files import sha256_file
 from catdog.machine import describe
+from catdog.study import study_run
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,10 @@ def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str, ver
     if state is not None:
         log.info("resuming run %s from epoch %d", state.run_id, state.epochs_done)
         return mlflow.start_run(run_id=state.run_id)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.name)
+    study = cfg.trainer.outputs == "study"
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=study_run(cfg.name, cfg.seed) if study else cfg.name)
     mlflow.log_params({**flat_params(cfg), "data.version": version})
-    mlflow.set_tags({"variant": cfg.name, "data_version": version, **source_tags()})
+    mlflow.set_tags({"variant": cfg.name, "seed": str(cfg.seed), "data_version": version, **source_tags()})
     mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config/resolved.yaml")
     log_split_inputs(Path(cfg.data.split_dir), {"train": "training", "val": "validation"})
     if HydraConfig.initialized():
