@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
+
+from catdog.threads import available_cores
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -27,11 +28,6 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     return _cpuinfo_field(("model name",), cpuinfo) or platform.processor() or "unknown CPU"
 
 
-def cores() -> int:
-    """The cores this process may run on (its affinity; a container's or Slurm job's share)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def describe() -> str:
     """OS, CPU model and cores, e.g. `Linux-6.1.0-x86_64-with-glibc2.36; Intel(R) Xeon(R) …; 2 cores`."""
-    return f"{platform.platform()}; {cpu_model()}; {cores()} cores"
+    return f"{platform.platform()}; {cpu_model()}; {available_cores()} cores"

@@ -48,11 +48,6 @@ def pick(labels: np.ndarray, predicted: np.ndarray, cap: int, per_class: int, n_
     return wrong, np.concatenate(right).astype(int)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels).astype(np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY)
@@ -76,6 +71,7 @@ def explain(cfg: DictConfig, variant: str, seed: int) -> Explanations:
     from catdog.compare import input_size, load_variant
     from catdog.dataset import batches, configured_split
     from catdog.gradcam import overlay, split_at_target
+    from catdog.serving import softmax
 
     classes = list(cfg.data.classes)
     model = load_variant(cfg, variant, seed)

@@ -95,8 +95,9 @@ def mcnemar(details: dict) -> Section:
          Cell(f"{t['p_holm']:.3g}"), "yes" if t["significant"] else "no"]
         for t in details["pairwise"]
     ]
+    several = len(details.get("seeds", [None])) > 1
     note = paragraph("Exact McNemar tests on the images where exactly one of the two models is right, Holm-adjusted "
-                     "over all pairs.", "note")
+                     "over all pairs" + (", between each variant's best-validation seed." if several else "."), "note")
     return Section("mcnemar", TITLES["mcnemar"], [note, table(header, rows)])
 
 

@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict:
     precision = resolve(cfg.trainer.precision)
     try:
         with policy(precision):
-            return _train(cfg, version, experiment_id, {"tf_threads": str(threads), "precision": precision})
+            return _train(cfg, version, (uri, experiment_id), {"tf_threads": str(threads), "precision": precision})
     except Exception as exc:
         gone = server_lost(exc)
         if gone is None:
@@ -89,7 +89,9 @@ def server_lost(exc: BaseException | None) -> ServerLost | None:
     return exc
 
 
-def _train(cfg: DictConfig, version: str, experiment_id: str, tags: dict[str, str]) -> dict:
+def _train(cfg: DictConfig, version: str, store: tuple[str, str], tags: dict[str, str]) -> dict:
+    """The run itself, tracked in `store` (the tracking URI and the experiment's id), tagged `tags`."""
+    uri, experiment_id = store
     seed_everything(cfg.seed)
     data = load_data(cfg)
     checkpoints = Checkpoints(Path(cfg.trainer.checkpoint_dir))
@@ -115,7 +117,7 @@ def _train(cfg: DictConfig, version: str, experiment_id: str, tags: dict[str, st
         except Exception as exc:
             if isinstance(exc, TrainingDiverged):
                 checkpoints.clear()
-            if lost(tracking_uri(cfg.tracking.uri), cfg.tracking.connect_timeout_s):
+            if lost(uri, cfg.tracking.connect_timeout_s):
                 raise ServerLost() from exc
             mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
             mlflow.end_run("FAILED")
