@@ -1,0 +1,62 @@
+"""What the throughput benchmark runs: each variant's composed config, the precision of its cells, and the cells.
+
+A variant's cells: a (project) in the precision the study trains it in, or the one `--precision` forces; b
+(reference) in float32, as the original study ran; and c (bound) in both float32 and bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from catdog.precision import resolve
+from catdog.study import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("baseline", "augmented", "scaled", "transfer")
+PRECISIONS = ("float32", "bfloat16")
+PRECISION_CHOICES = ("study", *PRECISIONS)
+# Each cell of a variant: its input pipeline (a `feeds.feeds` key), and its precision (None: the project's).
+CELLS: dict[str, tuple[str, str | None]] = {
+    "project": ("project", None),
+    "reference": ("reference", "float32"),
+    "bound_float32": ("bound", "float32"),
+    "bound_bfloat16": ("bound", "bfloat16"),
+}
+
+
+def overrides_for(variant: str, overrides: list[str]) -> list[str]:
+    """The overrides that apply to `variant`: unscoped ones, and those prefixed `variant:`."""
+    chosen = []
+    for item in overrides:
+        scope, colon, override = item.partition(":")
+        if not (colon and scope in VARIANTS):
+            chosen.append(item)
+        elif scope == variant:
+            chosen.append(override)
+    return chosen
+
+
+def variant_config(variant: str, args: argparse.Namespace) -> DictConfig:
+    """The composed config of `variant` with the command line's overrides."""
+    size = [f"trainer.image_size={args.image_size}"] if args.image_size else []
+    return compose_config(ROOT / "conf", [f"variant={variant}", *overrides_for(variant, args.override), *size])
+
+
+def is_cnn(cfg: DictConfig) -> bool:
+    """Whether the variant trains the study's small CNN (the float64 conv and the a/b target apply)."""
+    return cfg.model.name == "cnn"
+
+
+def project_precision(cfg: DictConfig, forced: str) -> dict[str, str]:
+    """The precision of the project's cell: the setting (the study's `trainer.precision`, or `forced` unless it is
+    `study`), where it came from, and what it resolves to on this machine (float32 or bfloat16)."""
+    setting, source = (cfg.trainer.precision, "study") if forced == "study" else (forced, "--precision")
+    return {"setting": setting, "source": source, "resolved": resolve(setting)}
+
+
+def cell_precisions(project: str) -> dict[str, str]:
+    """Every cell's precision, the project's being `project` (resolved: float32 or bfloat16)."""
+    return {cell: resolve(precision) if precision else project for cell, (_, precision) in CELLS.items()}
