@@ -306,7 +306,7 @@ def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_w
     cmd = train_command("variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8")
     done = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = only_run("transfer-42")
+    run = only_run("transfer")  # an ad-hoc run: named by its variant alone
     assert run.data.params["model.net.weights"] == "imagenet"
     assert run.data.metrics["final_params_trainable"] == 377_986
     assert run.data.metrics["final_best_val_accuracy"] >= 0.75
