@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = repro_stats(args.baseline_repro_log) if args.baseline_repro_log else None
     if args.from_json:
         results = json.loads(args.from_json.read_text(encoding="utf-8"))
-        results["meta"]["command"] += f" (tables rewritten by `{' '.join(sys.argv)}`)"
+        results["meta"]["command"] += f"; tables rewritten by {' '.join(sys.argv)}"
         results["process"] = process_summary(results["variants"], repro, baseline)
     else:
         with tqdm(total=len(args.variants) * len(CELLS) * args.repeats, desc="throughput", unit="cell") as bar:
