@@ -13,9 +13,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 from omegaconf import DictConfig
+from plan import ROOT
 
 from catdog.dataset import Split, batches, load_split
-from plan import ROOT
 
 PIPELINES = ("project", "reference", "bound")
 

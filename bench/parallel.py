@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -43,20 +43,30 @@ def sweep(mode_overrides: list[str], args: argparse.Namespace, folder: Path) -> 
     store = f"sqlite:///{folder / 'mlflow.db'}"
     seeds = ",".join(str(s) for s in range(1, args.runs + 1))
     cmd = [
-        sys.executable, str(ROOT / "src" / "train.py"), "--multirun", f"variant={args.variant}", f"seed={seeds}",
-        f"trainer.epochs={args.epochs}", "trainer.early_stopping.enabled=false", f"hydra.sweep.dir={folder}",
-        f"trainer.checkpoint_dir={folder}/checkpoints/${{name}}", *mode_overrides,
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "--multirun",
+        f"variant={args.variant}",
+        f"seed={seeds}",
+        f"trainer.epochs={args.epochs}",
+        "trainer.early_stopping.enabled=false",
+        f"hydra.sweep.dir={folder}",
+        f"trainer.checkpoint_dir={folder}/checkpoints/${{name}}",
+        *mode_overrides,
     ]
     started = time.monotonic()
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "MLFLOW_TRACKING_URI": store})
     wall = time.monotonic() - started
     client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    train_images = sum(1 for _ in open(ROOT / "data" / "split" / "train.csv")) - 1
+    train_images = len((ROOT / "data" / "split" / "train.csv").read_text().splitlines()) - 1
     per_run = [
-        {"name": r.info.run_name, "seconds": r.data.metrics["final_seconds"],
-         "threads": int(r.data.tags["tf_threads"]),
-         "images_per_s": r.data.metrics["final_epochs_run"] * train_images / r.data.metrics["final_seconds"]}
+        {
+            "name": r.info.run_name,
+            "seconds": r.data.metrics["final_seconds"],
+            "threads": int(r.data.tags["tf_threads"]),
+            "images_per_s": r.data.metrics["final_epochs_run"] * train_images / r.data.metrics["final_seconds"],
+        }
         for r in runs
     ]
     return {"wall_s": round(wall, 1), "runs": per_run}
@@ -67,7 +77,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"{results['runs']} runs of `{results['variant']}`, {results['epochs']} epochs each, on {results['cores']} "
         f"cores ({results['date']}). Images/s: a run's training images per second of its run time (validation "
-        "included), mean over runs.", "",
+        "included), mean over runs.",
+        "",
         "| mode | TF threads per job | wall time | vs serial | images/s per job | images/s, all jobs |",
         "|---|---|---|---|---|---|",
     ]
@@ -75,8 +86,10 @@ def markdown(results: dict) -> str:
         rate = sum(r["images_per_s"] for r in m["runs"]) / len(m["runs"])
         jobs = 1 if name == "serial" else results["jobs"]
         threads = sorted({r["threads"] for r in m["runs"]})
-        lines.append(f"| {name} | {', '.join(map(str, threads))} | {m['wall_s']:.0f} s | {serial / m['wall_s']:.2f}× "
-                     f"| {rate:.0f} | {rate * jobs:.0f} |")
+        lines.append(
+            f"| {name} | {', '.join(map(str, threads))} | {m['wall_s']:.0f} s | {serial / m['wall_s']:.2f}× "
+            f"| {rate:.0f} | {rate * jobs:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +102,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     results = {
-        "variant": args.variant, "runs": args.runs, "epochs": args.epochs, "jobs": args.jobs,
-        "cores": available_cores(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "modes": {},
+        "variant": args.variant,
+        "runs": args.runs,
+        "epochs": args.epochs,
+        "jobs": args.jobs,
+        "cores": available_cores(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "modes": {},
     }
     with tempfile.TemporaryDirectory(prefix="catdog-parallel-") as tmp:
         for i, (name, overrides) in enumerate(modes(args.jobs).items()):

@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,8 +24,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from catdog.files import write_json, write_text  # noqa: E402
 from catdog.loading import default_model, load_predictor  # noqa: E402
-from catdog.predict import predict_files, project_config  # noqa: E402
 from catdog.manifests import read_manifest  # noqa: E402
+from catdog.predict import predict_files, project_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_IMAGES = 2
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rows": measure(files, predictor, args.batch_size, args.repeats),
     }
     table = markdown(result)

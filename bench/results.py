@@ -7,15 +7,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import keras
 import tensorflow as tf
 from omegaconf import DictConfig
+from plan import is_cnn
 
 from catdog.precision import native_bf16
-from plan import is_cnn
 
 TARGETS = {
     "min_project_over_reference": 2.5,  # CNN variants only, a in the study's precision
@@ -83,7 +83,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
     """When, where and how the benchmark ran; `native_bfloat16` names what computes bfloat16 natively (None: the
     bfloat16 cells ran emulated)."""
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
         "device": device_name(),
         "native_bfloat16": native_bf16(),

@@ -17,15 +17,15 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from catdog.files import write_text
 from feeds import PIPELINES, images_seen
 from plan import CELLS, PRECISION_CHOICES, ROOT, VARIANTS, overrides_for
 from repro_log import repro_stats
 from results import TARGETS, meta, process_summary, summarize
 from tables import markdown
 from timing import run_isolated
+from tqdm import tqdm
+
+from catdog.files import write_text
 
 # Re-exported for tests/test_bench.py, which imports this script by name.
 __all__ = ["CELLS", "PIPELINES", "images_seen", "main", "markdown", "meta", "overrides_for", "parse_args"]

@@ -16,16 +16,16 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from feeds import Feed, feeds, images_seen, train_split
 from omegaconf import DictConfig
+from plan import CELLS, cell_precisions, is_cnn, project_precision, variant_config
+from results import summarize
 from tqdm import tqdm
 
 from catdog.models import NET, build_model
 from catdog.phases import compile_model, make_optimizer
 from catdog.precision import policy
 from catdog.training import seed_everything
-from feeds import Feed, feeds, images_seen, train_split
-from plan import CELLS, cell_precisions, is_cnn, project_precision, variant_config
-from results import summarize
 
 
 def float64_first_conv(model: keras.Model) -> keras.Model:
@@ -114,7 +114,9 @@ def run_isolated(variant: str, args: argparse.Namespace, bar: tqdm) -> dict[str,
             kind, payload = messages.get(timeout=1)
         except queue.Empty:
             if not child.is_alive():
-                raise SystemExit(f"the benchmark of {variant} died (exit code {child.exitcode}); see its output above")
+                raise SystemExit(
+                    f"the benchmark of {variant} died (exit code {child.exitcode}); see its output above"
+                ) from None
             continue
         if kind == "done":
             child.join()

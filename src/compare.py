@@ -1,5 +1,7 @@
 """DVC stage `compare`: rank every trained variant on the held-out test split and register the champion."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -13,7 +15,7 @@ def main(cfg: DictConfig) -> None:
     from catdog.compare import compare
 
     details = compare(cfg)
-    print(open(cfg.compare.leaderboard, encoding="utf-8").read())
+    print(Path(cfg.compare.leaderboard).read_text(encoding="utf-8"))
     print(
         f"champion: {details['champion']} (registered as version {details['champion_version']}, "
         f"alias @{details['champion_alias']})"

@@ -25,8 +25,10 @@ def main(cfg: DictConfig) -> None:
         print(f"report error: {exc}", file=sys.stderr)
         sys.exit(1)
     shown = f"{written.misclassified_shown} of {written.wrong_total}"
-    print(f"report written to {written.path} ({shown} misclassified test images with Grad-CAM); "
-          f"logged to the compare run {written.compare_run_id} as {written.path.name}")
+    print(
+        f"report written to {written.path} ({shown} misclassified test images with Grad-CAM); "
+        f"logged to the compare run {written.compare_run_id} as {written.path.name}"
+    )
 
 
 if __name__ == "__main__":

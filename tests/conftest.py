@@ -64,7 +64,11 @@ def zip_folder(folder: Path, archive: Path, extra: dict[str, bytes] | None = Non
 def run_entry(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the entry point `src/<script>` with Hydra overrides `args`, from `cwd`."""
     return subprocess.run(
-        [sys.executable, str(REPO / "src" / script), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        [sys.executable, str(REPO / "src" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=env,
     )
 
@@ -114,7 +118,13 @@ def split_data(workdir: Path) -> Path:
     split_dir = workdir / "data" / "split"
     data = compose_config(CONF).data
     make_split(
-        dataset, split_dir, ["cats", "dogs"], "train", "validation", data.test_fraction, seed=data.split_seed,
+        dataset,
+        split_dir,
+        ["cats", "dogs"],
+        "train",
+        "validation",
+        data.test_fraction,
+        seed=data.split_seed,
         min_holdout_per_class=2,
     )
     return workdir

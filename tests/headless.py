@@ -9,6 +9,7 @@ asked).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "chrome")
-IMAGES = "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 60))"
+IMAGES = (
+    "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 60))"
+)
 
 
 def find_browser() -> str | None:
@@ -47,7 +50,12 @@ class Pipe:
 
     def send(self, method: str, session: str | None = None, timeout: float = 30, **params) -> dict:
         self.next_id += 1
-        command = {"id": self.next_id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        command = {
+            "id": self.next_id,
+            "method": method,
+            "params": params,
+            **({"sessionId": session} if session else {}),
+        }
         self.out.write(json.dumps(command).encode() + b"\0")
         self.out.flush()
         deadline = time.monotonic() + timeout
@@ -71,7 +79,9 @@ def problems(events: list[dict], page_url: str) -> list[str]:
     for event in events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            found.append("console error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            found.append(
+                "console error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             found.append(f"exception: {details.get('exception', {}).get('description', details.get('text'))}")
@@ -95,7 +105,9 @@ def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
             ["bash", "-c", wire, "bash", browser, *flags, f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             pass_fds=(to_browser_r, from_browser_w),
         )
         os.close(to_browser_r)
@@ -110,10 +122,8 @@ def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
             pipe.wait_for("Page.loadEventFired", timeout=60)
             time.sleep(settle_s)
             broken = pipe.send("Runtime.evaluate", session, expression=IMAGES, returnByValue=True)["result"]["value"]
-            try:
+            with contextlib.suppress(RuntimeError):  # it may close the pipe before it answers
                 pipe.send("Browser.close")
-            except RuntimeError:  # it may close the pipe before it answers
-                pass
             proc.wait(timeout=30)
         finally:
             if proc.poll() is None:

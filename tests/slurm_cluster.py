@@ -31,35 +31,37 @@ def missing() -> str | None:
 def slurm_conf(root: Path, munge_socket: Path) -> str:
     node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
     hostname = node.split()[0].split("=", 1)[1]
-    return "\n".join([
-        "ClusterName=catdogtest",
-        f"SlurmctldHost={hostname}(127.0.0.1)",
-        f"SlurmctldPort={free_port()}",
-        f"SlurmdPort={free_port()}",
-        "SlurmUser=root",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket}",
-        f"StateSaveLocation={root / 'state'}",
-        f"SlurmdSpoolDir={root / 'spool'}",
-        f"SlurmctldPidFile={root / 'slurmctld.pid'}",
-        f"SlurmdPidFile={root / 'slurmd.pid'}",
-        f"SlurmctldLogFile={root / 'slurmctld.log'}",
-        f"SlurmdLogFile={root / 'slurmd.log'}",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "AccountingStorageType=accounting_storage/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "JobCompType=jobcomp/none",
-        "SchedulerType=sched/backfill",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_CPU_Memory",
-        "MpiDefault=none",
-        "ReturnToService=2",
-        f"{node} NodeAddr=127.0.0.1 State=UNKNOWN",
-        f"PartitionName=test Nodes={hostname} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            "ClusterName=catdogtest",
+            f"SlurmctldHost={hostname}(127.0.0.1)",
+            f"SlurmctldPort={free_port()}",
+            f"SlurmdPort={free_port()}",
+            "SlurmUser=root",
+            "AuthType=auth/munge",
+            "CredType=cred/munge",
+            f"AuthInfo=socket={munge_socket}",
+            f"StateSaveLocation={root / 'state'}",
+            f"SlurmdSpoolDir={root / 'spool'}",
+            f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+            f"SlurmdPidFile={root / 'slurmd.pid'}",
+            f"SlurmctldLogFile={root / 'slurmctld.log'}",
+            f"SlurmdLogFile={root / 'slurmd.log'}",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "JobCompType=jobcomp/none",
+            "SchedulerType=sched/backfill",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_CPU_Memory",
+            "MpiDefault=none",
+            "ReturnToService=2",
+            f"{node} NodeAddr=127.0.0.1 State=UNKNOWN",
+            f"PartitionName=test Nodes={hostname} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def wait_for(check, what: str, logs: list[Path], timeout_s: float = 60) -> None:
@@ -90,16 +92,25 @@ def single_node_slurm(root: Path) -> Iterator[dict[str, str]]:
     logs = [munge / "munged.log", root / "slurmctld.log", root / "slurmd.log"]
 
     def start(*cmd: str) -> None:
-        started.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True))
+        started.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        )
 
     def node_idle() -> bool:
         out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True)
         return out.returncode == 0 and out.stdout.strip() == "idle"
 
     try:
-        start("munged", "--foreground", "--force", f"--socket={munge_socket}", f"--key-file={key}",
-              f"--pid-file={munge / 'munged.pid'}", f"--log-file={logs[0]}", f"--seed-file={munge / 'munged.seed'}")
+        start(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={munge_socket}",
+            f"--key-file={key}",
+            f"--pid-file={munge / 'munged.pid'}",
+            f"--log-file={logs[0]}",
+            f"--seed-file={munge / 'munged.seed'}",
+        )
         wait_for(munge_socket.exists, "munged", logs)
         start("slurmctld", "-D", "-i", "-f", str(conf))
         start("slurmd", "-D", "-f", str(conf))

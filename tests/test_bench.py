@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF, REPO
 from tqdm import tqdm
 
 from catdog.study import compose_config
-from conftest import CONF, REPO
-
 
 # On the path, so that the benchmark's spawned child processes import it by name as this process does.
 sys.path.insert(0, str(REPO / "bench"))
@@ -40,7 +39,9 @@ def test_scoped_overrides_apply_to_their_variant_only() -> None:
 @pytest.mark.parametrize("wall,seconds", [("12:49.70", 769.7), ("1:02:03", 3723.0)])
 def test_repro_stats_reads_the_last_gnu_time_report(tmp_path: Path, wall: str, seconds: float) -> None:
     log = tmp_path / "repro.log"
-    log.write_text("stage output\n" + TIME_LOG.format(wall="0:01.00", rss=1024) + TIME_LOG.format(wall=wall, rss=2357248))
+    log.write_text(
+        "stage output\n" + TIME_LOG.format(wall="0:01.00", rss=1024) + TIME_LOG.format(wall=wall, rss=2357248)
+    )
     assert bench.repro_stats(log) == {"wall_s": seconds, "max_rss_mib": 2302.0}
 
 
@@ -56,16 +57,22 @@ STUDY_FLOAT32 = {"setting": "float32", "source": "study", "resolved": "float32"}
 
 def cells(project: float, reference: float, bound: float, bound_bf16: float | None = None) -> dict[str, dict]:
     rates = (project, reference, bound, bound if bound_bf16 is None else bound_bf16)
-    return {c: {"images": 100, "seconds": 1.0, "images_per_s": r} for c, r in zip(bench.CELLS, rates)}
+    return {c: {"images": 100, "seconds": 1.0, "images_per_s": r} for c, r in zip(bench.CELLS, rates, strict=True)}
 
 
 def test_the_table_fails_a_slow_cnn_and_exempts_transfer_from_the_speed_up() -> None:
     variants = {
-        "baseline": bench.summarize(compose_config(CONF, ["variant=baseline"]), 63, 10, cells(700, 250, 710), STUDY_FLOAT32),
-        "augmented": bench.summarize(compose_config(CONF, ["variant=augmented"]), 63, 10, cells(600, 250, 700), STUDY_FLOAT32),
-        "transfer": bench.summarize(compose_config(CONF, ["variant=transfer"]), 63, 10, cells(90, 88, 91), STUDY_FLOAT32),
+        "baseline": bench.summarize(
+            compose_config(CONF, ["variant=baseline"]), 63, 10, cells(700, 250, 710), STUDY_FLOAT32
+        ),
+        "augmented": bench.summarize(
+            compose_config(CONF, ["variant=augmented"]), 63, 10, cells(600, 250, 700), STUDY_FLOAT32
+        ),
+        "transfer": bench.summarize(
+            compose_config(CONF, ["variant=transfer"]), 63, 10, cells(90, 88, 91), STUDY_FLOAT32
+        ),
     }
-    for name, rss in zip(variants, (1200.0, 1300.0, 2200.0)):
+    for name, rss in zip(variants, (1200.0, 1300.0, 2200.0), strict=True):
         variants[name]["peak_rss_mib"] = rss
     process = bench.process_summary(variants, repro=None)
     table = bench.markdown({"meta": bench.meta(bench.parse_args([])), "variants": variants, "process": process})
@@ -79,7 +86,10 @@ def test_the_table_fails_a_slow_cnn_and_exempts_transfer_from_the_speed_up() -> 
 
 def test_a_variant_whose_process_dies_stops_the_benchmark_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
     args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
-    with tqdm(total=1, disable=True) as bar, pytest.raises(SystemExit, match=r"benchmark of baseline died \(exit code 1\)"):
+    with (
+        tqdm(total=1, disable=True) as bar,
+        pytest.raises(SystemExit, match=r"benchmark of baseline died \(exit code 1\)"),
+    ):
         bench.run_isolated("baseline", args, bar)
     assert "Could not override 'nosuch.key'" in capfd.readouterr().err
 
@@ -113,15 +123,31 @@ def test_a_baseline_log_needs_the_log_it_is_the_baseline_of(tmp_path: Path) -> N
 def test_tables_are_rewritten_from_an_earlier_run_with_logs_timed_later(tmp_path: Path) -> None:
     v = bench.summarize(compose_config(CONF, ["variant=baseline"]), 63, 10, cells(700, 250, 710), STUDY_FLOAT32)
     v["peak_rss_mib"] = 1200.0
-    earlier = {"meta": bench.meta(bench.parse_args([])), "targets": {}, "variants": {"baseline": v},
-               "process": bench.process_summary({"baseline": v}, repro=None)}
+    earlier = {
+        "meta": bench.meta(bench.parse_args([])),
+        "targets": {},
+        "variants": {"baseline": v},
+        "process": bench.process_summary({"baseline": v}, repro=None),
+    }
     (tmp_path / "earlier.json").write_text(json.dumps(earlier))
     logs = []
     for name, wall in (("after.log", "6:00.00"), ("before.log", "10:00.00")):
         logs.append(tmp_path / name)
-        logs[-1].write_text(f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 2000000\n")
-    bench.main(["--from-json", str(tmp_path / "earlier.json"), "--repro-log", str(logs[0]),
-                "--baseline-repro-log", str(logs[1]), "--out", str(tmp_path / "out")])
+        logs[-1].write_text(
+            f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 2000000\n"
+        )
+    bench.main(
+        [
+            "--from-json",
+            str(tmp_path / "earlier.json"),
+            "--repro-log",
+            str(logs[0]),
+            "--baseline-repro-log",
+            str(logs[1]),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     rewritten = json.loads((tmp_path / "out" / "throughput.json").read_text())
     assert rewritten["variants"] == earlier["variants"] and rewritten["process"]["repro_wall_ratio"] == 0.6
     assert "tables rewritten by" in (tmp_path / "out" / "throughput.md").read_text()

@@ -9,13 +9,13 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from conftest import TINY_SIZE, tiny_config
 from mlflow import MlflowClient
 
 from catdog.compare import ModelLoadError, compare
 from catdog.outputs import Outputs
 from catdog.registry import log_model
 from catdog.serving import log_classifier
-from conftest import TINY_SIZE, tiny_config
 
 
 def assert_nothing_written(root: Path) -> None:
@@ -27,8 +27,11 @@ def assert_nothing_written(root: Path) -> None:
 
 
 def test_a_missing_model_names_the_run_and_path(split_data: Path) -> None:
-    with pytest.raises(ModelLoadError, match=r"run 'baseline-42': model file models/baseline-42/model.keras not found; "
-                       r"run `dvc repro train@baseline-42`"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"run 'baseline-42': model file models/baseline-42/model.keras not found; "
+        r"run `dvc repro train@baseline-42`",
+    ):
         compare(tiny_config("baseline"))
     assert_nothing_written(split_data)
 
@@ -109,7 +112,12 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
 def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_seed(split_data: Path) -> None:
     cfg = tiny_config("baseline", "study.seeds=[1,2,3]")
     # augmented holds the single best val run (0.95) but the lower mean; scaled the best mean, best at seed 2.
-    val = {"baseline": [0.6, 0.6, 0.6], "augmented": [0.95, 0.5, 0.5], "scaled": [0.7, 0.72, 0.68], "transfer": [0.6] * 3}
+    val = {
+        "baseline": [0.6, 0.6, 0.6],
+        "augmented": [0.95, 0.5, 0.5],
+        "scaled": [0.7, 0.72, 0.68],
+        "transfer": [0.6] * 3,
+    }
     # On test, baseline is right on every image with seeds 1 and 2 and wrong on every one with seed 3.
     signs = {"baseline": [1.0, 1.0, -1.0], "augmented": [-1.0] * 3, "scaled": [1.0] * 3, "transfer": [-1.0] * 3}
     for variant, accuracies in val.items():
@@ -137,4 +145,5 @@ def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_
     metrics = json.loads((split_data / "metrics" / "compare.json").read_text())
     assert metrics["baseline"]["test_accuracy_seed_3"] == 0.0 and metrics["baseline"]["test_accuracy_sd"] > 0.5
     assert (split_data / "plots" / "compare" / "history" / "scaled.csv").read_text() == (
-        Outputs.study(cfg.trainer, "scaled", 2).history.read_text())
+        Outputs.study(cfg.trainer, "scaled", 2).history.read_text()
+    )

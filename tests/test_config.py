@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONF, REPO, run_entry
 from hydra.errors import ConfigCompositionException
-
 from omegaconf import OmegaConf
 
 from catdog import study
 from catdog.config import ConfigError, project_root, validate
 from catdog.study import compose_config, composed_files
-from conftest import CONF, REPO, run_entry
 
 GROUPS = ["data", "model", "augment", "optimizer", "trainer", "tracking", "variant"]
 
@@ -147,7 +146,7 @@ def test_a_missing_study_setting_names_params_yaml_and_the_key(tmp_path: Path, m
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.setattr(study, "PARAMS_FILE", tmp_path / "params.yaml")
     with pytest.raises(Exception, match=r"params.yaml: no `variants.scaled.trainer.epochs`"):
-        compose_config(CONF, ["variant=scaled"]).trainer.epochs
+        _ = compose_config(CONF, ["variant=scaled"]).trainer.epochs
 
 
 def test_stages_name_the_params_they_read() -> None:
@@ -157,7 +156,9 @@ def test_stages_name_the_params_they_read() -> None:
     assert train["cmd"] == "python src/train.py variant=${item.variant} seed=${item.seed} trainer.outputs=study"
     # Not study.seeds: adding a seed must not retrain the others (each stage's seed is in its command).
     assert set(train["params"]) == {"variants.${item.variant}"}
-    assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction"}, "the training seed must not reach the split"
+    assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction"}, (
+        "the training seed must not reach the split"
+    )
     assert stages["compare"]["params"] == stages["report"]["params"] == ["study"]
 
 

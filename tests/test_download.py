@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import CLASS_COLOURS, TINY_COUNTS, make_dataset, zip_folder
 
 from catdog.download import ArchiveError, DownloadError, download_dataset, mirror_source, safe_extract
-from conftest import CLASS_COLOURS, TINY_COUNTS, make_dataset, zip_folder
 
 EXPECTED = {folder: {cls: n for cls in CLASS_COLOURS} for folder, n in TINY_COUNTS.items()}
 MIRROR_ENV = "CATDOG_TEST_MIRROR"
@@ -116,8 +116,16 @@ def test_a_wrong_layout_names_the_folder_and_both_counts(tmp_path: Path) -> None
     next((dataset / "validation" / "dogs").iterdir()).unlink()
     archive = zip_folder(dataset, tmp_path / "a.zip")
     with pytest.raises(ArchiveError, match=r"validation/dogs: expected 8 images, found 7"):
-        download_dataset([archive.as_uri()], MIRROR_ENV, tmp_path / "raw", tmp_path / "raw" / "dataset", EXPECTED,
-                         attempts=1, backoff_s=0, timeout_s=5)
+        download_dataset(
+            [archive.as_uri()],
+            MIRROR_ENV,
+            tmp_path / "raw",
+            tmp_path / "raw" / "dataset",
+            EXPECTED,
+            attempts=1,
+            backoff_s=0,
+            timeout_s=5,
+        )
     assert not (tmp_path / "raw" / "dataset").exists()
 
 
@@ -128,8 +136,16 @@ def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
     (dataset / "train" / "cats").rmdir()
     archive = zip_folder(dataset, tmp_path / "a.zip")
     with pytest.raises(ArchiveError, match=r"train/cats: missing folder"):
-        download_dataset([archive.as_uri()], MIRROR_ENV, tmp_path / "raw", tmp_path / "raw" / "dataset", EXPECTED,
-                         attempts=1, backoff_s=0, timeout_s=5)
+        download_dataset(
+            [archive.as_uri()],
+            MIRROR_ENV,
+            tmp_path / "raw",
+            tmp_path / "raw" / "dataset",
+            EXPECTED,
+            attempts=1,
+            backoff_s=0,
+            timeout_s=5,
+        )
 
 
 @pytest.mark.parametrize("entry", ["../evil.txt", "cats_and_dogs_filtered/../../evil.txt", "/tmp/evil.txt"])
@@ -146,7 +162,7 @@ def test_symbolic_links_are_refused(tmp_path: Path) -> None:
     archive = tmp_path / "link.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("cats_and_dogs_filtered/link")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(ArchiveError, match="symbolic link"):
         safe_extract(archive, tmp_path / "out")

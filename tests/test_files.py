@@ -47,10 +47,9 @@ def test_the_file_gets_the_umask_mode_without_changing_the_umask(
 def test_a_failing_block_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
     target = tmp_path / "data.csv"
     write_text(target, "old\n")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
     assert target.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["data.csv"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import CONF
 
 from catdog.gradcam import gradcam, overlay, split_at_target
 from catdog.models import build_model
 from catdog.study import compose_config
-from conftest import CONF
 
 SIZE, PATCH = 32, 8
 COLOURS = np.array([[255, 40, 40], [40, 255, 40]], np.uint8)  # class 0: a red patch; class 1: a green one
@@ -24,7 +24,7 @@ def patch_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     images = rng.integers(0, 90, (n, SIZE, SIZE, 3)).astype(np.uint8)
     labels = rng.integers(0, 2, n)
     corners = rng.integers(0, SIZE - PATCH + 1, (n, 2))
-    for image, label, (row, col) in zip(images, labels, corners):
+    for image, label, (row, col) in zip(images, labels, corners, strict=True):
         image[row : row + PATCH, col : col + PATCH] = COLOURS[label]
     return images, labels, corners
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import CONF
 
 from catdog.models import build_model, parameter_counts, preprocessing, unfreeze_backbone
 from catdog.study import compose_config
-from conftest import CONF
 
 STUDY_SIZE = 160
 # Conv 3x3x3x32 + Conv 3x3x32x32 + Dense(38*38*32 -> 64) + Dense(64 -> 2), at 160x160.

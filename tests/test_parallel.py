@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import slurm_cluster
+from conftest import CONF, all_runs, run_entry, tiny_overrides
 
 from catdog.config import ConfigError, validate
 from catdog.study import compose_config
 from catdog.threads import THREADS_ENV, available_cores, thread_count
-import slurm_cluster
-from conftest import CONF, all_runs, run_entry, tiny_overrides
 
 
 def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,15 +37,21 @@ def test_the_machine_setting_reaches_the_config_and_bad_values_are_refused(monke
 
 def overlapping(intervals: list[tuple[int, int]]) -> bool:
     ordered = sorted(intervals)
-    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+    return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
 
 
 @pytest.mark.integration
 def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data: Path, isolated_mlflow: str) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(
-        "train.py", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4", *overrides,
-        cwd=split_data, env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
+        "train.py",
+        "--multirun",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "seed=1,2,3,4",
+        *overrides,
+        cwd=split_data,
+        env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = all_runs()
@@ -74,9 +80,16 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def test_a_slurm_sweep_lands_its_runs_in_the_store(split_data: Path, isolated_mlflow: str, slurm) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(
-        "train.py", "--multirun", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10", "seed=1,2", *overrides,
-        cwd=split_data, env={**slurm, "MLFLOW_TRACKING_URI": isolated_mlflow},
+        "train.py",
+        "--multirun",
+        "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+        "seed=1,2",
+        *overrides,
+        cwd=split_data,
+        env={**slurm, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     found = all_runs()

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
+from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
 
 from catdog import swift
 from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report_sections import TITLES
-from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
-from headless import check_page, external_references, find_browser
 
 pytestmark = pytest.mark.integration
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
@@ -40,7 +40,10 @@ def edit_yaml(path: Path, edit) -> None:
 
 def copy_project(dest: Path) -> None:
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         check=True,
     ).stdout.split()
     for name in files:
@@ -51,6 +54,7 @@ def copy_project(dest: Path) -> None:
 
 def shrink(project: Path) -> None:
     """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
+
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
         d["download"]["backoff_s"] = 0.01
@@ -72,7 +76,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     env.update(
         CATDOG_DATA_MIRROR=str(archive),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
     )
     shrink(project)
     sh("git", "init", "-q", cwd=project, env=env)
@@ -137,8 +144,10 @@ def test_the_report_shows_every_section_with_every_image_inline_and_is_logged_to
 def test_the_report_opens_in_a_headless_browser_without_an_error(project) -> None:
     browser = find_browser()
     if browser is None:
-        pytest.skip("no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
-                    "Debian's chromium where it runs as root")
+        pytest.skip(
+            "no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
+            "Debian's chromium where it runs as root"
+        )
     root, _ = project
     assert check_page(root / "reports/study.html", browser) == []
 
@@ -163,7 +172,9 @@ def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) 
     trained = json.loads((root / "models" / f"{details['champion']}-42" / "mlflow_run.json").read_text())
     assert (champion.run_id, champion.source) == (trained["run_id"], trained["classifier_uri"])
     assert len(client.search_logged_models([experiment_id])) == 2 * len(VARIANTS)  # Keras flavour + classifier
-    assert float(champion.tags["test_accuracy"]) == pytest.approx(details["models"][details["champion"]]["accuracy"], abs=1e-4)
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(
+        details["models"][details["champion"]]["accuracy"], abs=1e-4
+    )
 
 
 def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(project) -> None:
@@ -237,16 +248,28 @@ def test_an_applied_experiment_is_the_workspace_setting(project) -> None:
     dvc = (sys.executable, "-m", "dvc")
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
-    sh(*dvc, "exp", "run", "-n", "patience-3", "-S", "variants.scaled.trainer.early_stopping.patience=3", cwd=root, env=env)
+    sh(
+        *dvc,
+        "exp",
+        "run",
+        "-n",
+        "patience-3",
+        "-S",
+        "variants.scaled.trainer.early_stopping.patience=3",
+        cwd=root,
+        env=env,
+    )
     sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
     sh(*dvc, "checkout", "--force", cwd=root, env=env)
     assert "patience: 15" in (root / "params.yaml").read_text()
     sh(*dvc, "exp", "apply", "patience-3", cwd=root, env=env)
     composed = sh(
-        sys.executable, "-c",
+        sys.executable,
+        "-c",
         "from pathlib import Path; from catdog.study import compose_config; "
         "print(compose_config(Path('conf'), ['variant=scaled']).trainer.early_stopping.patience)",
-        cwd=root, env={**env, "PYTHONPATH": str(root / "src")},
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root / "src")},
     )
     assert composed.strip() == "3"
     assert dvc_status(root, env) == set()
@@ -260,9 +283,19 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     dvc = (sys.executable, "-m", "dvc")
     # Epoch counts no earlier test ran: DVC would restore those stages from its run cache instead of training.
     names = ["queued-4-epochs", "queued-5-epochs"]
-    for name, epochs in zip(names, (4, 5)):
-        sh(*dvc, "exp", "run", "--queue", "-n", name, "-S", f"variants.baseline.trainer.epochs={epochs}", cwd=root,
-           env=env)
+    for name, epochs in zip(names, (4, 5), strict=True):
+        sh(
+            *dvc,
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            name,
+            "-S",
+            f"variants.baseline.trainer.epochs={epochs}",
+            cwd=root,
+            env=env,
+        )
     sh(*dvc, "queue", "start", "--jobs", "2", cwd=root, env=env)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -302,8 +335,11 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
 
         def add_remote(clone: Path) -> None:  # per user, in .dvc/config.local: nothing of it is committed
             sh(*dvc, "remote", "add", "--local", "-d", "team", "s3://dvc/catdog", cwd=clone, env=env)
-            for key, value in (("endpointurl", s3.endpoint), ("access_key_id", s3.access_key),
-                               ("secret_access_key", s3.secret_key)):
+            for key, value in (
+                ("endpointurl", s3.endpoint),
+                ("access_key_id", s3.access_key),
+                ("secret_access_key", s3.secret_key),
+            ):
                 sh(*dvc, "remote", "modify", "--local", "team", key, value, cwd=clone, env=env)
 
         assert dvc_status(root, env) == set()
@@ -319,8 +355,9 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
         add_remote(clone)
         sh(*dvc, "pull", cwd=clone, env=env)
         for variant in VARIANTS:
-            assert (clone / "models" / f"{variant}-42" / "model.keras").read_bytes() == \
-                (root / "models" / f"{variant}-42" / "model.keras").read_bytes()
+            assert (clone / "models" / f"{variant}-42" / "model.keras").read_bytes() == (
+                root / "models" / f"{variant}-42" / "model.keras"
+            ).read_bytes()
         offline = {**env, "CATDOG_DATA_MIRROR": str(tmp_path / "no-such-mirror.zip")}
         assert dvc_status(clone, offline) == set()
         out = sh(*dvc, "repro", cwd=clone, env=offline)
@@ -337,9 +374,25 @@ def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(proje
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
     assert dvc_status(root, env) == set()
-    out = sh(*dvc, "exp", "run", "-n", "two-seeds", "-S", "study.variants=[baseline,scaled]", "-S", "study.seeds=[42,7]",
-             cwd=root, env=env)
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train@baseline-7", "train@scaled-7", "compare", "report"}
+    out = sh(
+        *dvc,
+        "exp",
+        "run",
+        "-n",
+        "two-seeds",
+        "-S",
+        "study.variants=[baseline,scaled]",
+        "-S",
+        "study.seeds=[42,7]",
+        cwd=root,
+        env=env,
+    )
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
+        "train@baseline-7",
+        "train@scaled-7",
+        "compare",
+        "report",
+    }
     board = (root / "reports/leaderboard.md").read_text()
     assert "| sd | seed 42 | seed 7 |" in board and "trained with 2 seeds (42, 7)" in board
     metrics = json.loads((root / "metrics/compare.json").read_text())
@@ -348,9 +401,11 @@ def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(proje
         per_seed = [json.loads((root / "metrics/train" / f"{variant}-{s}.json").read_text()) for s in (42, 7)]
         details = json.loads((root / "reports/compare.json").read_text())
         assert details["validation"][variant]["best_val_accuracy"] == pytest.approx(
-            sum(m["best_val_accuracy"] for m in per_seed) / 2)
+            sum(m["best_val_accuracy"] for m in per_seed) / 2
+        )
         assert {metrics[variant]["test_accuracy_seed_42"], metrics[variant]["test_accuracy_seed_7"]} == {
-            details["runs"][f"{variant}-{s}"]["test_accuracy"] for s in (42, 7)}
+            details["runs"][f"{variant}-{s}"]["test_accuracy"] for s in (42, 7)
+        }
     page = (root / "reports/study.html").read_text(encoding="utf-8")
     assert "seed 7" in page and "train@scaled-7" in page
     client, experiment_id = study_store(root)

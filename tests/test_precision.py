@@ -6,10 +6,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 
 from catdog import machine, precision
 from catdog.config import ConfigError, validate
-from conftest import tiny_config
 
 FLAGS = "fpu vme sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16"
 
@@ -17,8 +17,10 @@ FLAGS = "fpu vme sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16"
 @pytest.fixture
 def hardware(monkeypatch: pytest.MonkeyPatch):
     """Pretend the machine has (`"CPU avx512_bf16"`) or lacks (None) native bfloat16."""
+
     def set_native(found: str | None) -> None:
         monkeypatch.setattr(precision, "native_bf16", lambda: found)
+
     return set_native
 
 
@@ -30,13 +32,16 @@ def test_cpu_flags_come_from_cpuinfo(tmp_path: Path) -> None:
     assert machine.cpu_flags(tmp_path / "absent") == set()
 
 
-@pytest.mark.parametrize(("native", "setting", "trains_in"), [
-    ("CPU avx512_bf16", "auto", "bfloat16"),
-    (None, "auto", "float32"),
-    ("CPU avx512_bf16", "bfloat16", "bfloat16"),
-    (None, "float32", "float32"),
-    ("GPU", "float32", "float32"),
-])
+@pytest.mark.parametrize(
+    ("native", "setting", "trains_in"),
+    [
+        ("CPU avx512_bf16", "auto", "bfloat16"),
+        (None, "auto", "float32"),
+        ("CPU avx512_bf16", "bfloat16", "bfloat16"),
+        (None, "float32", "float32"),
+        ("GPU", "float32", "float32"),
+    ],
+)
 def test_each_setting_trains_in_what_the_hardware_allows(hardware, native, setting, trains_in) -> None:
     hardware(native)
     with warnings.catch_warnings():

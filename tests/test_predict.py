@@ -19,14 +19,14 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 from PIL import Image
 
 from catdog import predict
 from catdog.dataset import decode_images
+from catdog.loopback import free_port
 from catdog.models import build_model
 from catdog.serving import ImageClassifier, log_classifier, softmax, to_base64
-from catdog.loopback import free_port
-from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 
 CLASSES = ["cats", "dogs"]
 TOLERANCE = 1e-6
@@ -105,7 +105,7 @@ def test_every_format_and_size_gets_the_training_pipelines_answer(
     rows = json.loads((tmp_path / "preds.json").read_text())
     assert [r["path"] for r in rows] == sorted(str(f) for f in files)
     got = {Path(r["path"]).name: r for r in rows}
-    for path, (label, probability) in zip(files, expected(model, files)):
+    for path, (label, probability) in zip(files, expected(model, files), strict=True):
         row = got[path.name]
         assert row["error"] == "" and row["label"] == label
         assert row["probability"] == pytest.approx(probability, abs=TOLERANCE)
@@ -146,7 +146,7 @@ def test_a_bad_image_gets_an_error_row_and_the_others_go_on(
         row = by_name[name]
         assert why in row["error"].lower() and row["label"] == "" and row["probability"] == ""
         assert f"{row['path']}\terror: {row['error']}" in out
-    for path, (label, probability) in zip([good, later], expected(model, [good, later])):
+    for path, (label, probability) in zip([good, later], expected(model, [good, later]), strict=True):
         row = by_name[path.name]
         assert row["error"] == "" and row["label"] == label
         assert float(row["probability"]) == pytest.approx(probability, abs=TOLERANCE)
@@ -258,7 +258,8 @@ def test_a_logged_classifier_gives_the_local_models_rows(
         assert run([*map(str, files), *([f"model={uri}"] if uri else [])], capsys)[:2] == local[:2], uri
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert loaded.metadata.get_model_info().flavors["python_function"]["config"] == {
-        "classes": CLASSES, "image_size": TINY_SIZE
+        "classes": CLASSES,
+        "image_size": TINY_SIZE,
     }
 
 
@@ -300,7 +301,9 @@ def test_the_prediction_benchmark_times_every_mode_on_the_test_split(split_data:
     result = bench.main(["--model", str(keras_file), "--images", "5", "--batch-size", "2", "--repeats", "1",
                          "--out", str(out)])  # fmt: skip
     assert [(r["mode"], r["batch"], r["images"]) for r in result["rows"]] == [
-        ("all at once", 5, 5), ("batches of 2", 2, 5), ("one by one", 1, 5)
+        ("all at once", 5, 5),
+        ("batches of 2", 2, 5),
+        ("one by one", 1, 5),
     ]
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert json.loads((out / "predict.json").read_text()) == result
@@ -359,7 +362,7 @@ def test_mlflow_models_serve_answers_as_predict_does(
         exchange = {"request": json.loads(body), "response": json.loads(answer)}
         assert [r["label"] for r in served] == [r["label"] for r in wanted]
         assert [r["error"] for r in served] == ["", ""]
-        for got, want in zip(served, wanted):
+        for got, want in zip(served, wanted, strict=True):
             assert got["probability"] == pytest.approx(want["probability"], abs=TOLERANCE)
 
         status, answer = post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["image"], "data": [[')

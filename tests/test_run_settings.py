@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import pytest
+from conftest import CONF, all_runs, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 from mlflow import MlflowClient
 
 from catdog import checkpoints
@@ -17,7 +18,6 @@ from catdog.precision import EmulatedPrecisionWarning
 from catdog.split import make_split
 from catdog.study import compose_config
 from catdog.training import train
-from conftest import CONF, all_runs, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 
 
 def dtype_policies(model: keras.Model) -> set[str]:
@@ -44,7 +44,10 @@ def test_a_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(split_data:
     train(tiny_config("baseline", "name=plain"))  # as the next job of a --multirun sweep would
     plain = keras.models.load_model(split_data / "models" / "plain-42" / "model.keras")
     assert dtype_policies(plain) == {"float32"}
-    assert {r.info.run_name: r.data.tags["precision"] for r in all_runs()} == {"mixed-42": "bfloat16", "plain-42": "float32"}
+    assert {r.info.run_name: r.data.tags["precision"] for r in all_runs()} == {
+        "mixed-42": "bfloat16",
+        "plain-42": "float32",
+    }
 
 
 def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) -> None:
@@ -60,8 +63,14 @@ def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) 
 def test_a_split_drawn_with_other_settings_is_refused_before_a_run_opens(split_data: Path) -> None:
     data = compose_config(CONF).data
     make_split(
-        split_data / "data" / "raw" / "cats_and_dogs_filtered", split_data / "data" / "split", ["cats", "dogs"],
-        "train", "validation", data.test_fraction, seed=data.split_seed + 1, min_holdout_per_class=2,
+        split_data / "data" / "raw" / "cats_and_dogs_filtered",
+        split_data / "data" / "split",
+        ["cats", "dogs"],
+        "train",
+        "validation",
+        data.test_fraction,
+        seed=data.split_seed + 1,
+        min_holdout_per_class=2,
     )
     with pytest.raises(ConfigError, match=rf"data.split_seed: this run says {data.split_seed} but .* drawn with"):
         train(tiny_config("baseline"))
@@ -85,8 +94,14 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
     dataset = split_data / "data" / "raw" / "cats_and_dogs_filtered"
     (dataset / "validation" / "dogs" / "dog.extra.jpg").write_bytes(jpeg_bytes((40, 80, 210), seed=999))
     make_split(
-        dataset, split_data / "data" / "split", ["cats", "dogs"], "train", "validation", cfg.data.test_fraction,
-        seed=cfg.data.split_seed, min_holdout_per_class=2,
+        dataset,
+        split_data / "data" / "split",
+        ["cats", "dogs"],
+        "train",
+        "validation",
+        cfg.data.test_fraction,
+        seed=cfg.data.split_seed,
+        min_holdout_per_class=2,
     )
     train(cfg)
     fresh = [r for r in all_runs() if r.info.run_id != killed.info.run_id]
@@ -99,7 +114,12 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
 def test_sweep_jobs_get_names_and_outputs_of_their_own(split_data: Path, isolated_mlflow: str) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(
-        "train.py", "--multirun", "model=cnn", "optimizer.learning_rate=0.001,0.0003", *overrides, cwd=split_data,
+        "train.py",
+        "--multirun",
+        "model=cnn",
+        "optimizer.learning_rate=0.001,0.0003",
+        *overrides,
+        cwd=split_data,
         env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]

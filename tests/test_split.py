@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
 from catdog.config import ConfigError
 from catdog.manifests import read_manifest
 from catdog.split import data_report, make_split
-from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
 CLASSES = ["cats", "dogs"]
 

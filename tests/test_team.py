@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import REPO, expected_overrides, run_entry, tiny_overrides
 from mlflow import MlflowClient
 
 from catdog import swift, team_server
 from catdog.pg import bin_dir
 from catdog.store import TrackingServerError, connect
-from conftest import REPO, expected_overrides, run_entry, tiny_overrides
 
 pytestmark = pytest.mark.integration
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -100,8 +100,9 @@ def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, m
     for variant in ("baseline", "augmented"):
         result = run_entry("train.py", *tiny_overrides(variant), cwd=split_data, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-    result = run_entry("compare.py", "study.variants=[baseline,augmented]", *expected_overrides(), cwd=split_data,
-                       env=env)
+    result = run_entry(
+        "compare.py", "study.variants=[baseline,augmented]", *expected_overrides(), cwd=split_data, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = team.client(monkeypatch)
     experiment = client.get_experiment_by_name("catdog-study")
@@ -118,16 +119,19 @@ def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, m
     # ... from the S3 bucket the server keeps them in (the client never saw S3 credentials).
     stored = swift.S3Server(team.folder / "s3").client().list_objects_v2(Bucket="mlflow")["Contents"]
     for variant in ("baseline", "augmented"):
-        assert any(o["Key"].endswith(f"{runs[variant].info.run_id}/artifacts/figures/learning_curves.png")
-                   for o in stored), [o["Key"] for o in stored][:20]
+        assert any(
+            o["Key"].endswith(f"{runs[variant].info.run_id}/artifacts/figures/learning_curves.png") for o in stored
+        ), [o["Key"] for o in stored][:20]
     trained = {runs[v].info.run_id for v in ("baseline", "augmented")}
     logged = [m for m in client.search_logged_models([experiment.experiment_id]) if m.source_run_id in trained]
     assert len(logged) == 4  # the Keras model and the classifier of each run
     registered = client.get_registered_model("catdog")
-    (alias, version), = registered.aliases.items()  # no git here: the pick is a challenger
+    ((alias, version),) = registered.aliases.items()  # no git here: the pick is a challenger
     assert alias == "challenger"
-    assert client.get_model_version("catdog", version).run_id in {runs["baseline"].info.run_id,
-                                                                   runs["augmented"].info.run_id}
+    assert client.get_model_version("catdog", version).run_id in {
+        runs["baseline"].info.run_id,
+        runs["augmented"].info.run_id,
+    }
 
 
 def test_four_trainings_at_once_log_every_epoch_exactly_once(
@@ -136,7 +140,11 @@ def test_four_trainings_at_once_log_every_epoch_exactly_once(
     processes = [
         subprocess.Popen(
             [sys.executable, str(REPO / "src" / "train.py"), *adhoc(f"parallel-{i}", "trainer.epochs=2", f"seed={i}")],
-            cwd=split_data, env=team.env("alice"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=split_data,
+            env=team.env("alice"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(4)
     ]
@@ -156,8 +164,11 @@ def test_a_run_whose_server_dies_stops_by_name_and_resumes_into_the_same_run(
     team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     epochs = 20
-    cmd = [sys.executable, str(REPO / "src" / "train.py"),
-           *adhoc("interrupted", f"trainer.epochs={epochs}", "trainer.early_stopping.enabled=false")]
+    cmd = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        *adhoc("interrupted", f"trainer.epochs={epochs}", "trainer.early_stopping.enabled=false"),
+    ]
     # MLflow retries a failed call for minutes by default; here the loss must show at once.
     env = team.env("alice", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     client = team.client(monkeypatch)

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import REPO, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
 from catdog.config import tracking_uri
@@ -20,7 +21,6 @@ from catdog.loopback import free_port
 from catdog.store import TrackingUnavailable, check_reachable
 from catdog.tracking import flat_params
 from catdog.training import train
-from conftest import REPO, expected_overrides, tiny_config
 
 PARALLEL_RUNS = 4
 
@@ -113,9 +113,20 @@ def test_parallel_runs_against_one_sqlite_store(split_data: Path, tmp_path: Path
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(REPO / "src" / "train.py"), "variant=baseline", f"name=parallel{i}",
-             "trainer.image_size=32", "trainer.epochs=2", *expected_overrides()],
-            cwd=split_data, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                str(REPO / "src" / "train.py"),
+                "variant=baseline",
+                f"name=parallel{i}",
+                "trainer.image_size=32",
+                "trainer.epochs=2",
+                *expected_overrides(),
+            ],
+            cwd=split_data,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(PARALLEL_RUNS)
     ]

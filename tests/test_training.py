@@ -16,16 +16,16 @@ import keras
 import mlflow
 import numpy as np
 import pytest
+from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
 from catdog import phases, training
 from catdog.checkpoints import Checkpoints
-from catdog.files import sha256_file
 from catdog.dataset import EpochClock, Split, batches, load_split
-from catdog.models import build_model
+from catdog.files import sha256_file
 from catdog.manifests import data_version, read_manifest
+from catdog.models import build_model
 from catdog.training import TrainingDiverged, train
-from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -92,10 +92,17 @@ def test_logged_model_reloads_and_predicts_like_the_trained_one(split_data: Path
     model_uri = json.loads((split_data / "models" / "scaled-42" / "mlflow_run.json").read_text())["model_uri"]
     assert model_uri.startswith("models:/m-")
     logged = mlflow.keras.load_model(model_uri)
-    val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
-                     ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
+    val = load_split(
+        split_data / "data/split/val.csv",
+        split_data / "data/raw/cats_and_dogs_filtered",
+        ["cats", "dogs"],
+        cfg.trainer.image_size,
+        split_data / "data/cache",
+    )
     images = val.images.astype("float32")
-    np.testing.assert_allclose(logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5
+    )
     signature = mlflow.models.get_model_info(model_uri).signature
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
 
@@ -104,7 +111,9 @@ def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     first = train(tiny_config("augmented", "trainer.epochs=2", "name=first"))
     second = train(tiny_config("augmented", "trainer.epochs=2", "name=second"))
     other = train(tiny_config("augmented", "trainer.epochs=2", "name=other", "seed=7"))
-    history = [(split_data / "plots" / "train" / n / "history.csv").read_text() for n in ("first-42", "second-42", "other-7")]
+    history = [
+        (split_data / "plots" / "train" / n / "history.csv").read_text() for n in ("first-42", "second-42", "other-7")
+    ]
     assert history[0] == history[1]
     assert first["val_loss"] == second["val_loss"]
     assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
@@ -125,7 +134,9 @@ def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path, schedule: str) -> None:
-    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", f"trainer.lr_schedule={schedule}")
+    cfg = tiny_config(
+        "baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", f"trainer.lr_schedule={schedule}"
+    )
     train(cfg)
     optimizer = keras.models.load_model(split_data / "models" / "baseline-42" / "model.keras").optimizer
     steps = 3 * math.ceil(len(read_manifest(split_data / "data/split/train.csv")) / cfg.trainer.batch_size)
@@ -136,7 +147,9 @@ def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path
 
 def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: Path) -> None:
     # A momentum this close to 1 keeps the average at the initial weights, so validation must not learn.
-    cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.ema_momentum=0.999999")
+    cfg = tiny_config(
+        "baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false", "trainer.ema_momentum=0.999999"
+    )
     train(cfg)
     with open(split_data / "plots" / "train" / "baseline-42" / "history.csv", newline="") as handle:
         val_loss = [float(row["val_loss"]) for row in csv.DictReader(handle)]
@@ -145,7 +158,7 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
     keras.utils.set_random_seed(cfg.seed)
     fresh = build_model(cfg, num_classes=2)
     first_step = cfg.optimizer.learning_rate * 1.001  # Keras starts the average at the weights after one Adam step
-    for ours, initial in zip(saved.get_layer("net").get_weights(), fresh.get_layer("net").get_weights()):
+    for ours, initial in zip(saved.get_layer("net").get_weights(), fresh.get_layer("net").get_weights(), strict=True):
         np.testing.assert_allclose(ours, initial, atol=first_step)
 
 
@@ -174,7 +187,7 @@ def test_a_resumed_averaging_run_trains_on_from_its_trained_weights_and_optimize
     averaged = keras.models.load_model(checkpoints.path(state.model_file)).get_weights()
     model = phases.prepare_model(cfg, state, checkpoints, steps=1)
     assert int(model.optimizer.iterations) == phases.steps_per_epoch(cfg, training.load_data(cfg))
-    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged))
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), averaged, strict=True))
     model.optimizer.finalize_variable_values(model.trainable_variables)
     for ours, saved in zip(model.get_weights(), averaged, strict=True):
         np.testing.assert_array_equal(ours, saved)
@@ -226,7 +239,8 @@ def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
     assert len(checkpointed["history"]["loss"]) == killed_after
     train(cfg)
     runs = MlflowClient().search_runs(
-        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{cfg.name}-{cfg.seed}'"
+        [e.experiment_id for e in MlflowClient().search_experiments()],
+        filter_string=f"attributes.run_name = '{cfg.name}-{cfg.seed}'",
     )
     assert [r.info.status for r in runs] == ["FINISHED"] * 2, "the restart must continue the interrupted run"
     history, weights = outputs_of(split_data, cfg.name)
@@ -237,7 +251,13 @@ def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
 
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
     cache = split_data / "data" / "cache"
-    args = (split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered", ["cats", "dogs"], 32, cache)
+    args = (
+        split_data / "data/split/val.csv",
+        split_data / "data/raw/cats_and_dogs_filtered",
+        ["cats", "dogs"],
+        32,
+        cache,
+    )
     first = load_split(*args)
     assert len(list(cache.glob("val-*-32px.npz"))) == 1
     manifest = args[0]
@@ -268,11 +288,18 @@ def train_command(*overrides: str) -> list[str]:
 
 
 def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path, isolated_mlflow: str) -> None:
-    overrides = ["variant=baseline", "trainer.image_size=64", "trainer.batch_size=1", "trainer.epochs=4",
-                 "trainer.early_stopping.enabled=false", "trainer.outputs=study"]
+    overrides = [
+        "variant=baseline",
+        "trainer.image_size=64",
+        "trainer.batch_size=1",
+        "trainer.epochs=4",
+        "trainer.early_stopping.enabled=false",
+        "trainer.outputs=study",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow}
-    proc = subprocess.Popen(train_command(*overrides), cwd=split_data, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_command(*overrides), cwd=split_data, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = split_data / "checkpoints" / "study" / "baseline" / "seed-42" / "state.json"
     deadline = time.monotonic() + 240
     while not (state.is_file() and len(json.loads(state.read_text())["history"]["loss"]) >= 1):
@@ -288,7 +315,9 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     earlier = 10_000.0  # stands in for a long first attempt, so the sum below cannot pass by chance
     state.write_text(json.dumps({**checkpointed, "seconds": earlier}))
 
-    done = subprocess.run(train_command(*overrides), cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        train_command(*overrides), cwd=split_data, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming run" in done.stdout + done.stderr
     run = only_run("baseline-42")
@@ -301,9 +330,13 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     assert not state.exists()
 
 
-def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_weights_home: Path, isolated_mlflow) -> None:
+def test_transfer_trains_with_the_real_imagenet_weights(
+    split_data: Path, real_weights_home: Path, isolated_mlflow
+) -> None:
     env = {**os.environ, "KERAS_HOME": str(real_weights_home), "MLFLOW_TRACKING_URI": isolated_mlflow}
-    cmd = train_command("variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8")
+    cmd = train_command(
+        "variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8"
+    )
     done = subprocess.run(cmd, cwd=split_data, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = only_run("transfer")  # an ad-hoc run: named by its variant alone
@@ -313,13 +346,23 @@ def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, real_w
 
 
 def test_cached_features_train_the_head_of_the_full_model(split_data: Path) -> None:
-    cfg = tiny_config("transfer", "augment=off", "model.cache_features=true", "trainer.epochs=2",
-                      "trainer.early_stopping.enabled=false")
+    cfg = tiny_config(
+        "transfer",
+        "augment=off",
+        "model.cache_features=true",
+        "trainer.epochs=2",
+        "trainer.early_stopping.enabled=false",
+    )
     metrics = train(cfg)
     assert metrics["epochs_run"] == 2
     saved = keras.models.load_model(split_data / "models" / "transfer-42" / "model.keras")
-    val = load_split(split_data / "data/split/val.csv", split_data / "data/raw/cats_and_dogs_filtered",
-                     ["cats", "dogs"], cfg.trainer.image_size, split_data / "data/cache")
+    val = load_split(
+        split_data / "data/split/val.csv",
+        split_data / "data/raw/cats_and_dogs_filtered",
+        ["cats", "dogs"],
+        cfg.trainer.image_size,
+        split_data / "data/cache",
+    )
     saved.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, accuracy = saved.evaluate(batches(val, 8, shuffle=False, seed=0), verbose=0)
     assert accuracy == pytest.approx(metrics["val_accuracy"], abs=1e-6)

@@ -11,7 +11,6 @@ import keras
 import mlflow
 import numpy as np
 from omegaconf import DictConfig
-
 from tqdm import tqdm
 
 from catdog.compare_figures import draw_figures
@@ -21,10 +20,10 @@ from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
 from catdog.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard
 from catdog.manifests import data_version, majority_class, read_manifest
-from catdog.registry import register
-from catdog.store import connect
 from catdog.outputs import Outputs
+from catdog.registry import register
 from catdog.seeds import test_summary, validation_summary
+from catdog.store import connect
 from catdog.study import study_run
 from catdog.tracking import log_split_inputs, source_tags
 
@@ -52,7 +51,9 @@ def load_variant(cfg: DictConfig, variant: str, seed: int) -> keras.Model:
         # Uncompiled: only inference is needed, and the one-step predict loop traces faster than a multi-step one.
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise ModelLoadError(f"run {run!r}: model file {path} could not be loaded ({exc}); {fix(variant, seed)}") from exc
+        raise ModelLoadError(
+            f"run {run!r}: model file {path} could not be loaded ({exc}); {fix(variant, seed)}"
+        ) from exc
 
 
 def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[int, dict]:
@@ -61,8 +62,10 @@ def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[i
     for seed in seeds:
         path = Outputs.study(cfg.trainer, variant, seed).metrics
         if not path.is_file():
-            raise ModelLoadError(f"run {study_run(variant, seed)!r}: metrics file {path} not found; "
-                                 f"run `dvc repro train@{study_run(variant, seed)}`")
+            raise ModelLoadError(
+                f"run {study_run(variant, seed)!r}: metrics file {path} not found; "
+                f"run `dvc repro train@{study_run(variant, seed)}`"
+            )
         metrics = json.loads(path.read_text(encoding="utf-8"))
         scores[seed] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
     return scores
@@ -78,7 +81,9 @@ def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
 
-def evaluate_runs(cfg: DictConfig, variant: str, seeds: list[int]) -> tuple[dict[int, dict], dict[int, np.ndarray], Split]:
+def evaluate_runs(
+    cfg: DictConfig, variant: str, seeds: list[int]
+) -> tuple[dict[int, dict], dict[int, np.ndarray], Split]:
     """Each of `variant`'s runs scored on the test split (one model in memory at a time): rows, predictions, and the
     test split at the size the variant's models take."""
     classes = list(cfg.data.classes)
@@ -104,8 +109,9 @@ def logged_model_uri(cfg: DictConfig, variant: str, seed: int) -> str:
     """The classifier (image files in, labels out) that run logged, as the run recorded it."""
     run_info = Outputs.study(cfg.trainer, variant, seed).run_info
     if not run_info.is_file():
-        raise ModelLoadError(f"run {study_run(variant, seed)!r}: {run_info} not found; "
-                             f"run `dvc repro train@{study_run(variant, seed)}`")
+        raise ModelLoadError(
+            f"run {study_run(variant, seed)!r}: {run_info} not found; run `dvc repro train@{study_run(variant, seed)}`"
+        )
     return json.loads(run_info.read_text(encoding="utf-8"))["classifier_uri"]
 
 
@@ -142,9 +148,16 @@ def compare(cfg: DictConfig) -> dict:
             test = split  # the champion's images at its input size, for its mistakes figure
         rows[variant] = test_summary(seed_rows, val[variant]["seed"])
         outcome["predictions"][variant] = predictions[val[variant]["seed"]]
-        runs |= {study_run(variant, s): {"variant": variant, "seed": s, **per_seed[variant][s],
-                                         "test_accuracy": r["accuracy"], "test_loss": r["loss"]}
-                 for s, r in seed_rows.items()}
+        runs |= {
+            study_run(variant, s): {
+                "variant": variant,
+                "seed": s,
+                **per_seed[variant][s],
+                "test_accuracy": r["accuracy"],
+                "test_loss": r["loss"],
+            }
+            for s, r in seed_rows.items()
+        }
     outcome["correct"] = {v: p == test.labels for v, p in outcome["predictions"].items()}
     rows[MAJORITY] = majority_row(cfg, test.labels)
     ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])

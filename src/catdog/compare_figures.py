@@ -47,8 +47,13 @@ def mistakes(outcome: dict, test: Split, champion: str, classes: list[str]) -> p
 
 
 def draw_figures(
-    cfg: DictConfig, ranked: list[tuple[str, dict]], outcome: dict, test: Split, champion: str,
-    histories: dict[str, Path], dest: Path,
+    cfg: DictConfig,
+    ranked: list[tuple[str, dict]],
+    outcome: dict,
+    test: Split,
+    champion: str,
+    histories: dict[str, Path],
+    dest: Path,
 ) -> dict[str, Path]:
     """Confusion matrices, accuracy bars, validation curves and the champion's mistakes, as PNG files (the
     curves, confusion matrices and mistakes are each variant's best-validation seed's); the curves also as CSV."""

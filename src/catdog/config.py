@@ -52,8 +52,14 @@ def _distinct(values: Any, ok: Callable[[Any], bool]) -> bool:
 
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "study.seeds": (lambda v: _distinct(v, lambda s: _is_int(s) and s >= 0), "a non-empty list of distinct integers >= 0"),
-    "study.variants": (lambda v: _distinct(v, lambda s: isinstance(s, str) and s != ""), "a non-empty list of distinct names"),
+    "study.seeds": (
+        lambda v: _distinct(v, lambda s: _is_int(s) and s >= 0),
+        "a non-empty list of distinct integers >= 0",
+    ),
+    "study.variants": (
+        lambda v: _distinct(v, lambda s: isinstance(s, str) and s != ""),
+        "a non-empty list of distinct names",
+    ),
     "data.split_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
     "data.min_holdout_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),

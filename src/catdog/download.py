@@ -40,7 +40,9 @@ def mirror_source(env_var: str) -> str | None:
         return value
     path = Path(value).expanduser().resolve()
     if not path.is_file():
-        raise DownloadError(f"{env_var}={value!r}: no such file; point it at a copy of the archive (a path or file:// URL)")
+        raise DownloadError(
+            f"{env_var}={value!r}: no such file; point it at a copy of the archive (a path or file:// URL)"
+        )
     return path.as_uri()
 
 

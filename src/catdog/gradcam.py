@@ -93,7 +93,9 @@ def to_input(cams: np.ndarray, shape: tuple[int, int], stride: int) -> np.ndarra
     return rows[:, :, low] * (1 - f)[None, None, :] + rows[:, :, high] * f[None, None, :]
 
 
-def gradcam(model: keras.Model, images: np.ndarray, class_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gradcam(
+    model: keras.Model, images: np.ndarray, class_index: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps in [0, 1] of shape (n, height, width) for `images` (n, height, width, 3; raw pixels, as the model
     takes them), each for `class_index` (default: the model's predicted class); and the logits."""
     cut = split_at_target(model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 MAJORITY = "majority-class"
 CHOSEN_BY = "best validation accuracy (ties: lower validation loss), never the test split"
-CHOSEN_BY_MEAN = "best mean validation accuracy over training seeds (ties: lower mean validation loss), never the test split"
+CHOSEN_BY_MEAN = (
+    "best mean validation accuracy over training seeds (ties: lower mean validation loss), never the test split"
+)
 
 
 def chosen_by(n_seeds: int) -> str:
@@ -21,8 +23,10 @@ def champion_note(champion: str, ranked: list[tuple[str, dict]], val: dict[str, 
         picked = f"{mine['best_val_accuracy']:.1%} (epoch {mine['best_epoch']})"
     else:
         best = mine["per_seed"][str(mine["seed"])]
-        picked = (f"{mine['best_val_accuracy']:.1%}, the mean of {n_seeds} seeds; the registered model is its seed "
-                  f"{mine['seed']} run, the best on validation ({best:.1%}, epoch {mine['best_epoch']})")
+        picked = (
+            f"{mine['best_val_accuracy']:.1%}, the mean of {n_seeds} seeds; the registered model is its seed "
+            f"{mine['seed']} run, the best on validation ({best:.1%}, epoch {mine['best_epoch']})"
+        )
     lines = [f"Champion: **{champion}**, chosen by {chosen_by(n_seeds)}: {picked}. The test split only reports."]
     if leader != champion:
         theirs = dict(ranked)[champion]["accuracy"]
@@ -53,17 +57,26 @@ def seed_cells(row: dict, seeds: list[int]) -> list[str]:
 
 def intro(n_test: int, version: str, seeds: list[int]) -> str:
     if len(seeds) == 1:
-        return (f"{n_test} test images, data version `{version}`. Accuracy with a 95% Wilson interval; "
-                "differences tested pairwise with exact McNemar tests, Holm-adjusted (α = 0.05).")
-    return (f"{n_test} test images, data version `{version}`, each variant trained with {len(seeds)} seeds "
-            f"({', '.join(map(str, seeds))}). Accuracy, loss and per-class scores are means over seeds, with the "
-            "standard deviation, a 95% Student-t interval for the mean over seeds and each seed's test accuracy; val "
-            "accuracy is the mean of each seed's best. Differences are tested pairwise with exact McNemar tests "
-            "(Holm-adjusted, α = 0.05) between each variant's best-validation seed.")
+        return (
+            f"{n_test} test images, data version `{version}`. Accuracy with a 95% Wilson interval; "
+            "differences tested pairwise with exact McNemar tests, Holm-adjusted (α = 0.05)."
+        )
+    return (
+        f"{n_test} test images, data version `{version}`, each variant trained with {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}). Accuracy, loss and per-class scores are means over seeds, with the "
+        "standard deviation, a 95% Student-t interval for the mean over seeds and each seed's test accuracy; val "
+        "accuracy is the mean of each seed's best. Differences are tested pairwise with exact McNemar tests "
+        "(Holm-adjusted, α = 0.05) between each variant's best-validation seed."
+    )
 
 
 def leaderboard(
-    ranked: list[tuple[str, dict]], tests: list[dict], n_test: int, version: str, champion: str, val: dict[str, dict],
+    ranked: list[tuple[str, dict]],
+    tests: list[dict],
+    n_test: int,
+    version: str,
+    champion: str,
+    val: dict[str, dict],
     seeds: list[int] | None = None,
 ) -> str:
     """The Markdown report: ranking with intervals, per-class scores and which differences are significant; over
@@ -90,7 +103,12 @@ def leaderboard(
             f"| {rank} | {name} | {row['accuracy']:.1%} | {row['ci_low']:.1%} – {row['ci_high']:.1%} | {loss} "
             f"| {val_accuracy} | {' | '.join([*cells, *seed_cells(row, seeds)])} |"
         )
-    lines += ["", "## Pairwise McNemar tests", "", "| A | B | only A right | only B right | p | p (Holm) | significant |"]
+    lines += [
+        "",
+        "## Pairwise McNemar tests",
+        "",
+        "| A | B | only A right | only B right | p | p (Holm) | significant |",
+    ]
     lines.append("|---|---|---|---|---|---|---|")
     for t in tests:
         verdict = "yes" if t["significant"] else "no"

@@ -42,9 +42,12 @@ def wait_http(url: str, process: subprocess.Popen, log: Path, what: str, timeout
             return
         except OSError:
             time.sleep(0.3)
-    status = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer in {timeout_s:.0f} s"
-    raise RuntimeError(f"{what} ({url}) {status}; its log ({log}):\n"
-                       f"{log.read_text()[-3000:] if log.exists() else '(none)'}")
+    status = (
+        f"exited with {process.returncode}" if process.poll() is not None else f"did not answer in {timeout_s:.0f} s"
+    )
+    raise RuntimeError(
+        f"{what} ({url}) {status}; its log ({log}):\n{log.read_text()[-3000:] if log.exists() else '(none)'}"
+    )
 
 
 def stop_group(pid: int, grace_s: float = 20) -> None:

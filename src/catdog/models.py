@@ -143,4 +143,8 @@ def frozen_parts(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 def parameter_counts(model: keras.Model) -> dict[str, int]:
     trainable = sum(keras.ops.size(w) for w in model.trainable_weights)
     frozen = sum(keras.ops.size(w) for w in model.non_trainable_weights)
-    return {"params_trainable": int(trainable), "params_non_trainable": int(frozen), "params_total": int(trainable + frozen)}
+    return {
+        "params_trainable": int(trainable),
+        "params_non_trainable": int(frozen),
+        "params_total": int(trainable + frozen),
+    }

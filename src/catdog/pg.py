@@ -45,9 +45,11 @@ class Cluster:
             return
         for parent in self.data.resolve().parents:
             if not os.stat(parent).st_mode & 0o001:
-                raise PermissionError(f"PostgreSQL runs as the postgres user, which cannot enter {parent} (mode "
-                                      f"{oct(os.stat(parent).st_mode & 0o777)}) on the way to {self.data}; choose "
-                                      "a folder outside it")
+                raise PermissionError(
+                    f"PostgreSQL runs as the postgres user, which cannot enter {parent} (mode "
+                    f"{oct(os.stat(parent).st_mode & 0o777)}) on the way to {self.data}; choose "
+                    "a folder outside it"
+                )
 
     def start(self) -> None:
         self._check_reachable_by_postgres()
@@ -64,20 +66,33 @@ class Cluster:
                 for path in (self.data, given):
                     os.chown(path, user.pw_uid, user.pw_gid)
             try:
-                done = self._run("initdb", "-D", str(self.data), "-A", "scram-sha-256", "-U", "postgres",
-                                 f"--pwfile={given}", "-E", "UTF8")
+                done = self._run(
+                    "initdb",
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "scram-sha-256",
+                    "-U",
+                    "postgres",
+                    f"--pwfile={given}",
+                    "-E",
+                    "UTF8",
+                )
             finally:
                 given.unlink()
             if done.returncode:
                 raise RuntimeError(f"initdb {self.data} failed: {done.stderr.strip()}")
         port = free_port()
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {self.data}"
-        done = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "server.log"), "-w",
-                         "start")
+        done = self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.data / "server.log"), "-w", "start"
+        )
         if done.returncode:
             log = self.data / "server.log"
-            raise RuntimeError(f"PostgreSQL in {self.data} did not start: {done.stderr.strip()}\n"
-                               f"{log.read_text()[-2000:] if log.exists() else ''}")
+            raise RuntimeError(
+                f"PostgreSQL in {self.data} did not start: {done.stderr.strip()}\n"
+                f"{log.read_text()[-2000:] if log.exists() else ''}"
+            )
         self.port_file.write_text(str(port))
 
     @property

@@ -46,7 +46,9 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[Sequence[s
 
 def sample_grid(dataset_dir: Path, paths_by_class: Mapping[str, Sequence[str]]) -> Figure:
     """One row of train images per class, as the original study showed them."""
-    rows = [[np.asarray(Image.open(dataset_dir / p).convert("RGB")) for p in paths] for paths in paths_by_class.values()]
+    rows = [
+        [np.asarray(Image.open(dataset_dir / p).convert("RGB")) for p in paths] for paths in paths_by_class.values()
+    ]
     titles = [[f"{cls}: {Path(p).name}" for p in paths] for cls, paths in paths_by_class.items()]
     return image_grid(rows, titles, "Train split samples")
 
@@ -95,7 +97,9 @@ def accuracy_bars(rows: Sequence[Mapping[str, float | str]]) -> Figure:
         ax.text(i, value / 2, f"{value:.1%}", ha="center", color="white", fontweight="bold")
     seeded = [(i, list(r["per_seed"].values())) for i, r in enumerate(rows) if r.get("per_seed")]
     for i, values in seeded:  # each training seed's run: the mean's bar and interval come from these
-        ax.scatter([i] * len(values), values, color="black", s=14, zorder=3, label="one seed" if i == seeded[0][0] else None)
+        ax.scatter(
+            [i] * len(values), values, color="black", s=14, zorder=3, label="one seed" if i == seeded[0][0] else None
+        )
     if seeded:
         ax.legend(loc="lower right")
     ax.set_ylim(0, 1)

@@ -53,7 +53,10 @@ def resolve(setting: str) -> str:
         warnings.warn(
             "trainer.precision=bfloat16 on hardware without native bfloat16 (no avx512_bf16/amx_bf16 CPU flag, no "
             "GPU of compute capability >= 8.0): TensorFlow emulates it, slower than float32; trainer.precision=auto "
-            "would train in float32 here", EmulatedPrecisionWarning, stacklevel=2)
+            "would train in float32 here",
+            EmulatedPrecisionWarning,
+            stacklevel=2,
+        )
     return setting
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -28,7 +28,12 @@ from catdog.outputs import Outputs
 from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP, explain
 from catdog.report_html import Html, page
 from catdog.report_runs import (
-    RunNotFound, config_differences, get_run, stage_times, this_stage, training_runs,
+    RunNotFound,
+    config_differences,
+    get_run,
+    stage_times,
+    this_stage,
+    training_runs,
 )
 from catdog.store import connect
 from catdog.study import study_run
@@ -70,12 +75,18 @@ def compare_run(client: MlflowClient, experiment_id: str, details: dict) -> tupl
     if "run_id" in details:
         return get_run(client, details["run_id"], "compare"), None
     query = f"tags.stage = 'compare' and tags.champion = '{details['champion']}'"
-    found = [r for r in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
-             if DVC_EXPERIMENT_TAG not in r.data.tags]
+    found = [
+        r
+        for r in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+        if DVC_EXPERIMENT_TAG not in r.data.tags
+    ]
     if not found:
         raise RunNotFound("reports/compare.json names no run and no compare run matches it; rerun `dvc repro compare`")
     run = found[0]
-    return run, f"reports/compare.json predates recording its run id; its run was taken to be {run.info.run_id}, the newest matching compare run."
+    return (
+        run,
+        f"reports/compare.json predates recording its run id; its run was taken to be {run.info.run_id}, the newest matching compare run.",
+    )
 
 
 def data_card(cfg: DictConfig) -> sections.Section:
@@ -124,9 +135,12 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, i
         sections.leaderboard(details, required(figures / "test_accuracy.png", "compare")),
         sections.mcnemar(details),
         sections.variants(differences, variants, reference),
-        sections.curves(required(figures / "val_accuracy.png", "compare"),
-                        {v: required(outputs[v].curves, f"train@{study_run(v, best[v])}") for v in variants},
-                        {v: metrics[study_run(v, best[v])] for v in variants}, best if len(seeds) > 1 else {}),
+        sections.curves(
+            required(figures / "val_accuracy.png", "compare"),
+            {v: required(outputs[v].curves, f"train@{study_run(v, best[v])}") for v in variants},
+            {v: metrics[study_run(v, best[v])] for v in variants},
+            best if len(seeds) > 1 else {},
+        ),
         sections.confusion(required(figures / "confusion_matrices.png", "compare")),
         sections.mistakes(explained, MISCLASSIFIED_CAP),
         sections.correct(explained, CORRECT_PER_CLASS),
@@ -140,7 +154,7 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, i
 
 def write_report(cfg: DictConfig, dest: str | Path, log: bool = True) -> Written:
     """Write the report to `dest` (atomically) and, with `log`, log it to the compare run as `study.html`."""
-    clock, started = time.monotonic(), datetime.now(timezone.utc)
+    clock, started = time.monotonic(), datetime.now(UTC)
     validate(cfg)
     html, compared, shown, wrong = build(cfg, started, clock)
     dest = Path(dest)

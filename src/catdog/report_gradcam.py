@@ -40,7 +40,9 @@ class Explanations:
     correct: list[Explained]
 
 
-def pick(labels: np.ndarray, predicted: np.ndarray, cap: int, per_class: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def pick(
+    labels: np.ndarray, predicted: np.ndarray, cap: int, per_class: int, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the mistakes (the first `cap`, in manifest order) and of the first `per_class` right answers of
     each class."""
     wrong = np.flatnonzero(predicted != labels)[:cap]

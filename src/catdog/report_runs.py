@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -78,10 +78,12 @@ def commit_of(tags: dict[str, str]) -> str:
 
 
 def utc(millis: int | float) -> str:
-    return datetime.fromtimestamp(millis / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def stage_times(runs: dict[str, Run], training_seconds: dict[str, float], compare_run: Run, compare_seconds: float | None) -> list[StageTime]:
+def stage_times(
+    runs: dict[str, Run], training_seconds: dict[str, float], compare_run: Run, compare_seconds: float | None
+) -> list[StageTime]:
     """download and split record no time; each train stage its MLflow run (its span) and its metrics (training
     alone); compare its run and, from this version on, its seconds in reports/compare.json."""
     rows = [
@@ -92,24 +94,39 @@ def stage_times(runs: dict[str, Run], training_seconds: dict[str, float], compar
         span = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time else None
         rows.append(
             StageTime(
-                f"train@{name}", commit_of(run.data.tags), utc(run.info.start_time), span,
+                f"train@{name}",
+                commit_of(run.data.tags),
+                utc(run.info.start_time),
+                span,
                 f"MLflow run {run.info.run_id[:8]} (start to end); training alone {training_seconds[name]:.1f} s "
-                f"(metrics/train/{name}.json)", run.data.tags.get("machine", ABSENT),
+                f"(metrics/train/{name}.json)",
+                run.data.tags.get("machine", ABSENT),
             )
         )
     source = "reports/compare.json" if compare_seconds is not None else "not recorded by this compare.json"
     rows.append(
-        StageTime("compare", commit_of(compare_run.data.tags), utc(compare_run.info.start_time), compare_seconds,
-                  f"MLflow run {compare_run.info.run_id[:8]}; seconds: {source}",
-                  compare_run.data.tags.get("machine", ABSENT))
+        StageTime(
+            "compare",
+            commit_of(compare_run.data.tags),
+            utc(compare_run.info.start_time),
+            compare_seconds,
+            f"MLflow run {compare_run.info.run_id[:8]}; seconds: {source}",
+            compare_run.data.tags.get("machine", ABSENT),
+        )
     )
     return rows
 
 
 def this_stage(started: datetime, seconds: float) -> StageTime:
     tags = source_tags()
-    return StageTime("report", commit_of(tags), started.strftime("%Y-%m-%d %H:%M:%S UTC"), seconds,
-                     "this report (up to writing it)", tags["machine"])
+    return StageTime(
+        "report",
+        commit_of(tags),
+        started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        seconds,
+        "this report (up to writing it)",
+        tags["machine"],
+    )
 
 
 def duration(seconds: float | None) -> str:

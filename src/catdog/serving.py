@@ -126,7 +126,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
             chunk = rows[start : start + MODEL_BATCH]
             batch = np.stack([decoded[r] for r in chunk]).astype(np.float32)
             probs = softmax(np.asarray(self.model.predict_on_batch(batch), dtype=np.float64))
-            for r, p in zip(chunk, probs):
+            for r, p in zip(chunk, probs, strict=True):
                 best = int(np.argmax(p))
                 labels[r], probabilities[r] = self.classes[best], float(p[best])
         return pd.DataFrame({"label": labels, "probability": probabilities, "error": errors})
@@ -161,9 +161,7 @@ def requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
 
 
-def log_classifier(
-    model: keras.Model, classes: list[str], name: str = "classifier"
-) -> mlflow.models.model.ModelInfo:
+def log_classifier(model: keras.Model, classes: list[str], name: str = "classifier") -> mlflow.models.model.ModelInfo:
     """Log `model` as an `ImageClassifier` pyfunc into the active run (an MLflow 3 logged model, `models:/m-…`),
     with its signature, its classes and image size in the model config, and the Keras model as an artifact.
 

@@ -51,9 +51,7 @@ def scan(dataset_dir: Path, folder: str, classes: Sequence[str]) -> tuple[list[E
     return entries, rejects
 
 
-def drop_cross_split_duplicates(
-    train: list[Entry], holdout: list[Entry]
-) -> tuple[list[Entry], list[Reject]]:
+def drop_cross_split_duplicates(train: list[Entry], holdout: list[Entry]) -> tuple[list[Entry], list[Reject]]:
     """Remove from the hold-out any image whose bytes already sit in train (or earlier in the hold-out)."""
     seen = {e.sha256: e.path for e in train}
     kept: list[Entry] = []
@@ -163,5 +161,3 @@ def make_split(
     write_csv(split_dir / "rejects.csv", ("path", "reason"), rejects)
     write_settings(split_dir, seed, test_fraction)
     return splits, rejects
-
-

@@ -18,6 +18,8 @@ ARTIFACTS_DIR = "mlartifacts"
 REMOTE_SCHEMES = ("http://", "https://")
 # A read every client may make: what the server answers it shows whether this client's credentials get in.
 CREDENTIALS_PROBE = "/api/2.0/mlflow/experiments/search"
+
+
 class TrackingUnavailable(StoreError):
     """The tracking store named by the config or the environment does not answer."""
 
@@ -71,7 +73,11 @@ def check_credentials(uri: str, timeout_s: float) -> None:
 
     try:
         response = http_request(
-            get_default_host_creds(uri), CREDENTIALS_PROBE, "GET", max_retries=0, timeout=timeout_s,
+            get_default_host_creds(uri),
+            CREDENTIALS_PROBE,
+            "GET",
+            max_retries=0,
+            timeout=timeout_s,
             params={"max_results": 1},
         )
     except mlflow.MlflowException as exc:
@@ -118,7 +124,9 @@ def connect(uri: str, experiment: str, timeout_s: float) -> str:
             found = client.get_experiment_by_name(experiment)
             if found is None:
                 artifacts = (db.parent / ARTIFACTS_DIR / experiment).as_uri()
-                return mlflow.set_experiment(experiment_id=client.create_experiment(experiment, artifacts)).experiment_id
+                return mlflow.set_experiment(
+                    experiment_id=client.create_experiment(experiment, artifacts)
+                ).experiment_id
             return mlflow.set_experiment(experiment_id=found.experiment_id).experiment_id
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

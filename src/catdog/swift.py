@@ -19,8 +19,10 @@ from pathlib import Path
 from catdog.files import write_text
 from catdog.loopback import free_port, generated_secret, stop_group, wait_http
 
-INSTALL = ("install Debian's Swift and memcached (`apt-get install swift-proxy swift-account swift-container "
-           "swift-object memcached`; .ci/run does)")
+INSTALL = (
+    "install Debian's Swift and memcached (`apt-get install swift-proxy swift-account swift-container "
+    "swift-object memcached`; .ci/run does)"
+)
 ACCOUNT, USER = "catdog", "team"
 SERVERS = ("account", "container", "object")
 STATE = "s3.json"
@@ -28,8 +30,12 @@ STATE = "s3.json"
 
 def programs() -> dict[str, str]:
     """The server programs, or FileNotFoundError naming the packages to install."""
-    names = {"memcached": "memcached", "proxy": "swift-proxy-server", "ring": "swift-ring-builder",
-             **{s: f"swift-{s}-server" for s in SERVERS}}
+    names = {
+        "memcached": "memcached",
+        "proxy": "swift-proxy-server",
+        "ring": "swift-ring-builder",
+        **{s: f"swift-{s}-server" for s in SERVERS},
+    }
     found = {key: shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin") for key, name in names.items()}
     missing = [names[key] for key, path in found.items() if path is None]
     if missing:
@@ -38,31 +44,73 @@ def programs() -> dict[str, str]:
 
 
 def server_conf(folder: Path, kind: str, port: int) -> str:
-    return "\n".join([
-        "[DEFAULT]", f"swift_dir = {folder}", f"devices = {folder / 'devices'}", "mount_check = false",
-        "bind_ip = 127.0.0.1", f"bind_port = {port}", "workers = 0", f"user = {getpass.getuser()}",
-        f"log_address = {folder / 'no-syslog'}", "log_level = WARNING",
-        "[pipeline:main]", f"pipeline = {kind}-server",
-        f"[app:{kind}-server]", f"use = egg:swift#{kind}", "",
-    ])
+    return "\n".join(
+        [
+            "[DEFAULT]",
+            f"swift_dir = {folder}",
+            f"devices = {folder / 'devices'}",
+            "mount_check = false",
+            "bind_ip = 127.0.0.1",
+            f"bind_port = {port}",
+            "workers = 0",
+            f"user = {getpass.getuser()}",
+            f"log_address = {folder / 'no-syslog'}",
+            "log_level = WARNING",
+            "[pipeline:main]",
+            f"pipeline = {kind}-server",
+            f"[app:{kind}-server]",
+            f"use = egg:swift#{kind}",
+            "",
+        ]
+    )
 
 
 def proxy_conf(folder: Path, port: int, memcached_port: int, secret: str) -> str:
     # s3api right before tempauth, which checks S3 signatures against its users' keys (Swift's s3api docs).
-    pipeline = ("catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api tempauth copy slo dlo "
-                "proxy-logging proxy-server")
-    return "\n".join([
-        "[DEFAULT]", f"swift_dir = {folder}", "bind_ip = 127.0.0.1", f"bind_port = {port}", "workers = 0",
-        f"user = {getpass.getuser()}", f"log_address = {folder / 'no-syslog'}", "log_level = WARNING",
-        "[pipeline:main]", f"pipeline = {pipeline}",
-        "[app:proxy-server]", "use = egg:swift#proxy", "account_autocreate = true",
-        "[filter:tempauth]", "use = egg:swift#tempauth", f"user_{ACCOUNT}_{USER} = {secret} .admin",
-        "[filter:s3api]", "use = egg:swift#s3api", "location = us-east-1",
-        "[filter:cache]", "use = egg:swift#memcache", f"memcache_servers = 127.0.0.1:{memcached_port}",
-        *(f"[filter:{name}]\nuse = egg:swift#{name.replace('-', '_')}" for name in
-          ("catch_errors", "gatekeeper", "healthcheck", "proxy-logging", "listing_formats", "copy", "slo", "dlo")),
-        "",
-    ])
+    pipeline = (
+        "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api tempauth copy slo dlo "
+        "proxy-logging proxy-server"
+    )
+    return "\n".join(
+        [
+            "[DEFAULT]",
+            f"swift_dir = {folder}",
+            "bind_ip = 127.0.0.1",
+            f"bind_port = {port}",
+            "workers = 0",
+            f"user = {getpass.getuser()}",
+            f"log_address = {folder / 'no-syslog'}",
+            "log_level = WARNING",
+            "[pipeline:main]",
+            f"pipeline = {pipeline}",
+            "[app:proxy-server]",
+            "use = egg:swift#proxy",
+            "account_autocreate = true",
+            "[filter:tempauth]",
+            "use = egg:swift#tempauth",
+            f"user_{ACCOUNT}_{USER} = {secret} .admin",
+            "[filter:s3api]",
+            "use = egg:swift#s3api",
+            "location = us-east-1",
+            "[filter:cache]",
+            "use = egg:swift#memcache",
+            f"memcache_servers = 127.0.0.1:{memcached_port}",
+            *(
+                f"[filter:{name}]\nuse = egg:swift#{name.replace('-', '_')}"
+                for name in (
+                    "catch_errors",
+                    "gatekeeper",
+                    "healthcheck",
+                    "proxy-logging",
+                    "listing_formats",
+                    "copy",
+                    "slo",
+                    "dlo",
+                )
+            ),
+            "",
+        ]
+    )
 
 
 class S3Server:
@@ -91,8 +139,7 @@ class S3Server:
         for kind in SERVERS:
             builder = str(self.folder / f"{kind}.builder")
             Path(builder).unlink(missing_ok=True)
-            for args in (["create", "6", "1", "1"], ["add", f"r1z1-127.0.0.1:{ports[kind]}/d1", "100"],
-                         ["rebalance"]):
+            for args in (["create", "6", "1", "1"], ["add", f"r1z1-127.0.0.1:{ports[kind]}/d1", "100"], ["rebalance"]):
                 done = subprocess.run([ring_builder, builder, *args], capture_output=True, text=True)
                 if done.returncode not in (0, 1):  # 1: warnings (a one-device ring)
                     raise RuntimeError(f"swift-ring-builder {builder} {' '.join(args)}: {done.stdout}{done.stderr}")
@@ -108,21 +155,39 @@ class S3Server:
         kept = self.folder / "proxy_port"
         ports["proxy"] = int(kept.read_text()) if kept.exists() else free_port()
         kept.write_text(str(ports["proxy"]))
-        write_text(self.folder / "swift.conf", "[swift-hash]\nswift_hash_path_suffix = "
-                   f"{generated_secret(self.folder / 'hash_suffix')}\n[storage-policy:0]\nname = gold\ndefault = yes\n")
+        write_text(
+            self.folder / "swift.conf",
+            "[swift-hash]\nswift_hash_path_suffix = "
+            f"{generated_secret(self.folder / 'hash_suffix')}\n[storage-policy:0]\nname = gold\ndefault = yes\n",
+        )
         self._rings(found["ring"], ports)
         for kind in SERVERS:
             write_text(self.folder / f"{kind}-server.conf", server_conf(self.folder, kind, ports[kind]))
-        write_text(self.folder / "proxy-server.conf",
-                   proxy_conf(self.folder, ports["proxy"], ports["memcached"], self.secret_key))
-        commands = {"memcached": [found["memcached"], "-l", "127.0.0.1", "-p", str(ports["memcached"]), "-U", "0",
-                                  "-u", getpass.getuser()],
-                    **{kind: [found[kind], str(self.folder / f"{kind}-server.conf"), "--verbose"] for kind in SERVERS},
-                    "proxy": [found["proxy"], str(self.folder / "proxy-server.conf"), "--verbose"]}
+        write_text(
+            self.folder / "proxy-server.conf",
+            proxy_conf(self.folder, ports["proxy"], ports["memcached"], self.secret_key),
+        )
+        commands = {
+            "memcached": [
+                found["memcached"],
+                "-l",
+                "127.0.0.1",
+                "-p",
+                str(ports["memcached"]),
+                "-U",
+                "0",
+                "-u",
+                getpass.getuser(),
+            ],
+            **{kind: [found[kind], str(self.folder / f"{kind}-server.conf"), "--verbose"] for kind in SERVERS},
+            "proxy": [found["proxy"], str(self.folder / "proxy-server.conf"), "--verbose"],
+        }
         log = self.folder / "s3.log"
         with open(log, "ab") as out:
-            started = {name: subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-                       for name, command in commands.items()}
+            started = {
+                name: subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                for name, command in commands.items()
+            }
         pids = {name: process.pid for name, process in started.items()}
         write_text(self.state_file, json.dumps({"port": ports["proxy"], "pids": pids}, indent=2) + "\n")
         try:
@@ -141,8 +206,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                            aws_secret_access_key=self.secret_key, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
 
     def create_bucket(self, name: str) -> None:
         s3 = self.client()
@@ -151,6 +221,9 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """What a client of this server sets (boto3, MLflow's server, DVC through `dvc remote modify`)."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
-
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }

@@ -51,15 +51,20 @@ def auth_config(folder: Path, database_uri: str) -> Path:
     checked password trusted for a minute (MLflow hashes it with PBKDF2 on every request otherwise: a training run
     makes hundreds; with one server worker the cache cannot go stale)."""
     ini = folder / "basic_auth.ini"
-    write_text(ini, "\n".join([
-        "[mlflow]",
-        "default_permission = EDIT",
-        f"database_uri = {database_uri}",
-        f"admin_username = {ADMIN}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        "auth_cache_ttl_seconds = 60",
-        "",
-    ]))
+    write_text(
+        ini,
+        "\n".join(
+            [
+                "[mlflow]",
+                "default_permission = EDIT",
+                f"database_uri = {database_uri}",
+                f"admin_username = {ADMIN}",
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+                "auth_cache_ttl_seconds = 60",
+                "",
+            ]
+        ),
+    )
     return ini
 
 
@@ -91,23 +96,49 @@ def start(folder: Path, artifacts: str | None = None, port: int | None = None, s
     kept.write_text(str(port))
     uri = f"http://127.0.0.1:{port}"
     log = folder / "mlflow-server.log"
-    env = {**os.environ, **s3_env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
-           "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password(folder),
-           # Signs the UI's CSRF tokens; the same across restarts so open browser sessions stay valid.
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **s3_env,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password(folder),
+        # Signs the UI's CSRF tokens; the same across restarts so open browser sessions stay valid.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     destination = artifacts or (folder / "artifacts").as_uri()
     with open(log, "ab") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "--backend-store-uri", cluster.uri("mlflow"),
-             "--artifacts-destination", destination],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                cluster.uri("mlflow"),
+                "--artifacts-destination",
+                destination,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     state = {"uri": uri, "pid": server.pid, "postgres": str(cluster.data), "artifacts": destination}
     if s3:
-        state["s3"] = {"endpoint": s3_env["MLFLOW_S3_ENDPOINT_URL"], "access_key": s3_env["AWS_ACCESS_KEY_ID"],
-                       "secret_file": str(folder / "s3" / "s3_secret"), "dvc_remote": f"s3://{BUCKETS[1]}/catdog"}
+        state["s3"] = {
+            "endpoint": s3_env["MLFLOW_S3_ENDPOINT_URL"],
+            "access_key": s3_env["AWS_ACCESS_KEY_ID"],
+            "secret_file": str(folder / "s3" / "s3_secret"),
+            "dvc_remote": f"s3://{BUCKETS[1]}/catdog",
+        }
     write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
     try:
         wait_http(f"{uri}/health", server, log, "mlflow server", HEALTH_TIMEOUT_S)
@@ -155,8 +186,10 @@ def add_user(folder: Path, username: str, password: str | None = None, new_passw
             client.create_user(username, password)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-            raise RuntimeError(f"user {username!r} exists already on {state['uri']}; `add-user {username} "
-                               "--new-password` gives them a new one") from exc
+            raise RuntimeError(
+                f"user {username!r} exists already on {state['uri']}; `add-user {username} "
+                "--new-password` gives them a new one"
+            ) from exc
         raise
     finally:
         for key, value in saved.items():
@@ -172,24 +205,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", help="artifact store URI (default: <folder>/artifacts)")
     parser.add_argument("--port", type=int)
     parser.add_argument("--new-password", action="store_true", help="add-user: a new password for an existing user")
-    parser.add_argument("--s3", action="store_true",
-                        help="also start a local S3 server (Swift) for the artifacts and a DVC remote")
+    parser.add_argument(
+        "--s3", action="store_true", help="also start a local S3 server (Swift) for the artifacts and a DVC remote"
+    )
     args = parser.parse_args(argv)
     if args.command == "start":
         if args.s3 and args.artifacts:
             parser.error("--s3 starts its own bucket for the artifacts: give --s3 or --artifacts, not both")
         state = start(args.folder, args.artifacts, args.port, args.s3)
-        print(f"MLflow server with basic auth at {state['uri']} (PostgreSQL cluster {state['postgres']}, artifacts "
-              f"{state['artifacts']}); admin password in {args.folder / 'admin_password'} unless "
-              f"$MLFLOW_AUTH_ADMIN_PASSWORD gave it")
+        print(
+            f"MLflow server with basic auth at {state['uri']} (PostgreSQL cluster {state['postgres']}, artifacts "
+            f"{state['artifacts']}); admin password in {args.folder / 'admin_password'} unless "
+            f"$MLFLOW_AUTH_ADMIN_PASSWORD gave it"
+        )
         if args.s3:
             s3 = state["s3"]
-            print(f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
-                  f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
-                  f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
-                  f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
-                  f"  uv run dvc remote modify --local team access_key_id {s3['access_key']}\n"
-                  f"  uv run dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})")
+            print(
+                f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
+                f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
+                f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
+                f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
+                f"  uv run dvc remote modify --local team access_key_id {s3['access_key']}\n"
+                f"  uv run dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})"
+            )
     elif args.command == "stop":
         stop(args.folder)
         print(f"stopped the team server under {args.folder}")

@@ -57,7 +57,8 @@ def size_thread_pools(setting: int | str) -> int:
     except RuntimeError:
         started = tf.config.threading.get_intra_op_parallelism_threads() or available_cores()  # 0: TF's default
         if started != threads:
-            log.warning("TensorFlow's thread pools already run with %d threads in this process; wanted %d",
-                        started, threads)
+            log.warning(
+                "TensorFlow's thread pools already run with %d threads in this process; wanted %d", started, threads
+            )
         return started
     return threads

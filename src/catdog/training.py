@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from catdog.checkpoints import Checkpoints, State
 from catdog.config import tracking_uri, validate
 from catdog.dataset import Split, configured_split
+from catdog.manifests import check_split_settings
 from catdog.outputs import write_outputs
 from catdog.phases import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
-from catdog.manifests import check_split_settings
 from catdog.precision import policy, resolve
-from catdog.threads import size_thread_pools
 from catdog.store import TrackingUnavailable, connect, lost
+from catdog.threads import size_thread_pools
 from catdog.tracking import log_pending_epochs, start_tracking
 
 __all__ = ["TrainingDiverged", "fingerprint", "train"]
