@@ -1,11 +1,17 @@
-"""Shared fixtures: tiny generated image sets, composed configs on temporary paths, an isolated MLflow store."""
+"""Shared fixtures: tiny generated image sets, composed configs on temporary paths, an isolated MLflow store (a copy
+of one store migrated once per worker), the `requires(...)` marker for tests of real engines, and a check at the end
+of the session that nothing the suite started is still running."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,9 +98,18 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return zip_folder(make_dataset(root), root / "cats_and_dogs_filtered.zip")
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite tracking store with MLflow's schema, migrated once for this worker's session."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates it
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test gets its own SQLite store; no run is left active afterwards."""
+def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> Iterator[str]:
+    """Every test gets its own SQLite store (a file copy of the migrated one); no run is left active afterwards."""
+    shutil.copyfile(migrated_store, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # mlflow.set_experiment exports the experiment's id; this test's store starts without it (restored after).
@@ -149,17 +164,96 @@ def tiny_config(variant: str, *overrides: str) -> DictConfig:
     return compose_config(CONF, tiny_overrides(variant) + list(overrides))
 
 
-@pytest.fixture
-def real_weights_home() -> Path:
-    """Keras' cache when it holds the ImageNet MobileNetV2 weights (CI seeds it); skips where it does not."""
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    weights = home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE)
-    if not weights.is_file():
-        pytest.skip(f"ImageNet weights not in Keras' cache ({weights}); .ci/run seeds it from ../shared/models")
-    return home
-
-
 def all_runs() -> list:
     """Every run of every experiment in the current tracking store."""
     client = mlflow.MlflowClient()
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _missing_engine(name: str) -> str | None:
+    """Why the real engine `name` cannot run here, or None."""
+    if name == "postgres":
+        from catdog.pg import bin_dir
+
+        probe = bin_dir
+    elif name == "swift":
+        from catdog.swift import programs
+
+        probe = programs
+    elif name == "slurm":
+        import slurm_cluster
+
+        return slurm_cluster.missing()
+    elif name == "chromium":
+        from headless import find_browser
+
+        return None if find_browser() else "no Chromium (chromium, chromium-browser, google-chrome) to open pages"
+    elif name == "imagenet":
+        home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+        weights = home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE)
+        return None if weights.is_file() else f"ImageNet weights not in Keras' cache ({weights})"
+    else:
+        raise ValueError(f"requires({name!r}): no such engine")
+    try:
+        probe()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires(*engines): the test starts real engines (postgres, swift, slurm, chromium, imagenet); it skips where "
+        "one is missing, and fails instead under CATDOG_REQUIRE_ENGINES=1 (.ci/run sets it once it installed them)",
+    )
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist): mark what this session starts
+        os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("requires"):
+        missing = [why for name in marker.args if (why := _missing_engine(name))]
+        if missing:
+            why = "; ".join(missing) + "; .ci/run installs Debian's packages for them (and seeds Keras' cache)"
+            if os.environ.get("CATDOG_REQUIRE_ENGINES") == "1":
+                pytest.fail(f"a required engine is missing: {why}", pytrace=False)
+            pytest.skip(why)
+
+
+SESSION_MARK = "CATDOG_TEST_SESSION"
+
+
+def _left_running() -> list[str]:
+    """Processes this test session started (they carry its mark in their environment) that still run."""
+    mark = f"{SESSION_MARK}={os.environ.get(SESSION_MARK)}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0"):
+                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"{proc.name} {args[:200]}")
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a process it started (a server, a job step, a training) outlived it; stop those."""
+    if hasattr(session.config, "workerinput") or not os.environ.get(SESSION_MARK):
+        return
+    deadline = time.monotonic() + 10
+    while (left := _left_running()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["processes the test session started are still running (a fixture did not stop them):", *left]
+    if reporter:
+        reporter.write_line("\n".join(lines), red=True)
+    for line in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -40,7 +40,7 @@ def overlapping(intervals: list[tuple[int, int]]) -> bool:
     return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data: Path, isolated_mlflow: str) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(
@@ -69,14 +69,12 @@ def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data
 @pytest.fixture
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A single-node Slurm cluster on this machine for the test (tests/slurm_cluster.py)."""
-    reason = slurm_cluster.missing()
-    if reason:
-        pytest.skip(reason)
     with slurm_cluster.single_node_slurm(tmp_path_factory.mktemp("slurm")) as env:
         yield env
 
 
-@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.requires("slurm")
 def test_a_slurm_sweep_lands_its_runs_in_the_store(split_data: Path, isolated_mlflow: str, slurm) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(

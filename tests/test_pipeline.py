@@ -22,7 +22,7 @@ from catdog import swift
 from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report_sections import TITLES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 
 
@@ -141,15 +141,10 @@ def test_the_report_shows_every_section_with_every_image_inline_and_is_logged_to
     assert client.get_run(details["run_id"]).info.run_name == "compare"
 
 
+@pytest.mark.requires("chromium")
 def test_the_report_opens_in_a_headless_browser_without_an_error(project) -> None:
-    browser = find_browser()
-    if browser is None:
-        pytest.skip(
-            "no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
-            "Debian's chromium where it runs as root"
-        )
     root, _ = project
-    assert check_page(root / "reports/study.html", browser) == []
+    assert check_page(root / "reports/study.html", find_browser()) == []
 
 
 def study_store(root: Path) -> tuple[MlflowClient, str]:
@@ -319,13 +314,10 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     assert all(any(name in row for row in shown.splitlines()) for name in names)
 
 
+@pytest.mark.requires("swift")
 def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(project, tmp_path: Path) -> None:
     """`dvc push` to a DVC S3 remote on Swift's S3 API, a fresh `git clone`, `dvc pull`: every stage is up to date
     and `dvc repro` neither downloads (the clone has no mirror and no network) nor trains (no MLflow run)."""
-    try:
-        swift.programs()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
     root, env = project
     s3 = swift.S3Server(tmp_path / "s3")
     s3.start()

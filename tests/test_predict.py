@@ -335,7 +335,7 @@ def wait_until_up(url: str, server: subprocess.Popen, log: Path, limit_s: float 
     pytest.fail(f"mlflow models serve did not answer {url} within {limit_s} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_as_predict_does(
     tmp_path: Path, model: keras.Model, isolated_mlflow: str, capsys: pytest.CaptureFixture
 ) -> None:

@@ -109,20 +109,18 @@ def test_the_page_escapes_text_and_refers_to_nothing_outside_itself() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    found = find_browser()
-    if found is None:
-        pytest.skip(
-            "no Chromium (chromium, chromium-browser, google-chrome) to open the report; .ci/run installs "
-            "Debian's chromium where it runs as root"
-        )
-    return found
+    return find_browser()
 
 
+@pytest.mark.slow
+@pytest.mark.requires("chromium")
 def test_a_browser_opens_a_clean_page_without_a_problem(tmp_path: Path, browser: str) -> None:
     (tmp_path / "page.html").write_text(small_page(), encoding="utf-8")
     assert check_page(tmp_path / "page.html", browser) == []
 
 
+@pytest.mark.slow
+@pytest.mark.requires("chromium")
 def test_a_broken_image_or_a_script_error_is_caught(tmp_path: Path, browser: str) -> None:
     """The browser check can fail: an image whose data does not decode, and a script that throws and logs."""
     broken = Html('<img alt="broken one" src="data:image/png;base64,iVBORw0KGgoAAAA">')

@@ -110,7 +110,7 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
     assert [m.step for m in history] == [0, 1, 2]
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_sweep_jobs_get_names_and_outputs_of_their_own(split_data: Path, isolated_mlflow: str) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(

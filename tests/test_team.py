@@ -20,10 +20,9 @@ from conftest import REPO, expected_overrides, run_entry, tiny_overrides
 from mlflow import MlflowClient
 
 from catdog import swift, team_server
-from catdog.pg import bin_dir
 from catdog.store import TrackingServerError, connect
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.requires("postgres", "swift"), pytest.mark.xdist_group("team")]
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
@@ -50,11 +49,6 @@ class Team:
 
 @pytest.fixture(scope="module")
 def team() -> Iterator[Team]:
-    try:
-        bin_dir()
-        swift.programs()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
     folder = Path(tempfile.mkdtemp(prefix="catdog-team-"))  # under /tmp: the postgres user can reach it
     try:
         started = time.monotonic()

@@ -330,10 +330,10 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     assert not state.exists()
 
 
-def test_transfer_trains_with_the_real_imagenet_weights(
-    split_data: Path, real_weights_home: Path, isolated_mlflow
-) -> None:
-    env = {**os.environ, "KERAS_HOME": str(real_weights_home), "MLFLOW_TRACKING_URI": isolated_mlflow}
+@pytest.mark.slow
+@pytest.mark.requires("imagenet")
+def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, isolated_mlflow) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow}
     cmd = train_command(
         "variant=transfer", f"trainer.image_size={WEIGHTS_SIZE}", "trainer.epochs=1", "trainer.batch_size=8"
     )
