@@ -12,12 +12,19 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import keras
+import mlflow
+import mlflow.utils.environment as model_environment
+import numpy as np
 import pytest
 from conftest import REPO, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
 from catdog.config import tracking_uri
 from catdog.loopback import free_port
+from catdog.models import build_model
+from catdog.registry import log_model
+from catdog.serving import log_classifier, requirements
 from catdog.store import TrackingUnavailable, check_reachable
 from catdog.tracking import flat_params
 from catdog.training import train
@@ -140,3 +147,40 @@ def test_parallel_runs_against_one_sqlite_store(split_data: Path, tmp_path: Path
     assert all(r.info.status == "FINISHED" for r in runs)
     for run in runs:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
+
+
+def test_logging_a_model_starts_no_python_and_pins_the_requirements(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a uv project (a test's or a user's folder; in the project MLflow runs `uv export`), MLflow infers a
+    model's requirements by loading it in a fresh Python (a TensorFlow start) unless they are given: both flavours
+    get the pinned list, and no Python is started."""
+    started: list = []
+    real_init = subprocess.Popen.__init__
+
+    def record(self, args, *rest, **kwargs):
+        started.append(args)
+        return real_init(self, args, *rest, **kwargs)
+
+    inferred: list = []
+
+    def no_inference(*args, **kwargs):
+        inferred.append(args)
+        raise AssertionError("MLflow tried to infer the model's requirements")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", record)
+    monkeypatch.setattr(model_environment, "_infer_requirements", no_inference)
+    keras.utils.set_random_seed(0)
+    model = build_model(tiny_config("baseline"), num_classes=2)
+    with mlflow.start_run():
+        uris = [
+            log_model(model, np.zeros((2, 32, 32, 3), "float32")),
+            log_classifier(model, ["cats", "dogs"]).model_uri,
+        ]
+    pythons = [
+        args for args in started if Path(str(args[0] if isinstance(args, list) else args)).name.startswith("python")
+    ]
+    assert inferred == [] and pythons == [], pythons  # git is asked for the source tags; no Python is started
+    for uri in uris:
+        pinned = mlflow.pyfunc.get_model_dependencies(uri)
+        assert Path(pinned).read_text().split() == requirements()

@@ -8,6 +8,7 @@ import numpy as np
 from mlflow.models import infer_signature
 from omegaconf import DictConfig
 
+from catdog.serving import requirements
 from catdog.tracking import DVC_EXPERIMENT_TAG, source_tags
 
 KERAS_MODEL = "model"
@@ -17,10 +18,13 @@ def log_model(model: keras.Model, example: np.ndarray) -> str:
     """Log the Keras model into the active run as an MLflow 3 logged model (the run's Model column and the
     experiment's Logged models view), with a signature for a batch of raw H×W×3 images; return its URI.
 
-    No input example: mlflow 3.17 writes it before the model's folder exists (mlflow#16183).
+    No input example: mlflow 3.17 writes it before the model's folder exists (mlflow#16183). The pinned requirements
+    are passed, so MLflow does not infer them by loading the model in a fresh Python (a TensorFlow start per run).
     """
     signature = infer_signature(example, keras.ops.convert_to_numpy(model(example, training=False)))
-    return mlflow.keras.log_model(model, name=KERAS_MODEL, signature=signature).model_uri
+    return mlflow.keras.log_model(
+        model, name=KERAS_MODEL, signature=signature, pip_requirements=requirements()
+    ).model_uri
 
 
 def is_release() -> bool:
