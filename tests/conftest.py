@@ -107,10 +107,14 @@ def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> Iterator[str]:
-    """Every test gets its own SQLite store (a file copy of the migrated one); no run is left active afterwards."""
-    shutil.copyfile(migrated_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def isolated_mlflow(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, migrated_store: Path
+) -> Iterator[str]:
+    """Every test gets its own SQLite store (a file copy of the migrated one, beside its tmp_path rather than in
+    it); no run is left active afterwards."""
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    shutil.copyfile(migrated_store, store)
+    uri = f"sqlite:///{store}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # mlflow.set_experiment exports the experiment's id; this test's store starts without it (restored after).
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
@@ -240,10 +244,17 @@ def _left_running() -> list[str]:
     return found
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the session if a process it started (a server, a job step, a training) outlived it; stop those."""
-    if hasattr(session.config, "workerinput") or not os.environ.get(SESSION_MARK):
-        return
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """Fail the session if a process it started (a server, a job step, a training) outlived it; stop those. After
+    every other finish hook, so xdist's workers are gone."""
+    result = yield
+    if not hasattr(session.config, "workerinput") and os.environ.get(SESSION_MARK):
+        _stop_leftovers(session)
+    return result
+
+
+def _stop_leftovers(session: pytest.Session) -> None:
     deadline = time.monotonic() + 10
     while (left := _left_running()) and time.monotonic() < deadline:
         time.sleep(0.5)

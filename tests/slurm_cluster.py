@@ -117,6 +117,7 @@ def single_node_slurm(root: Path) -> Iterator[dict[str, str]]:
         wait_for(node_idle, "the Slurm node", logs)
         yield env
     finally:
+        cancel_jobs(env)
         for process in reversed(started):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, 15)
@@ -126,3 +127,27 @@ def single_node_slurm(root: Path) -> Iterator[dict[str, str]]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait()
+
+
+def cancel_jobs(env: dict[str, str], timeout_s: float = 20) -> None:
+    """Cancel every job and wait for its steps to end; then kill whatever still carries this cluster's SLURM_CONF
+    (job steps, their `srun`s and shells, which slurmd does not take down with it)."""
+    subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+        if queue.returncode != 0 or not queue.stdout.strip():
+            break
+        time.sleep(0.5)
+    mark = f"SLURM_CONF={env['SLURM_CONF']}".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if mark in (proc / "environ").read_bytes().split(b"\0") and not is_daemon(proc):
+                    os.kill(int(proc.name), 9)
+
+
+def is_daemon(proc: Path) -> bool:
+    """One of the cluster's own daemons (stopped by the fixture in order)."""
+    name = (proc / "cmdline").read_bytes().split(b"\0")[0].rsplit(b"/", 1)[-1]
+    return name in (b"munged", b"slurmctld", b"slurmd")

@@ -84,6 +84,7 @@ def test_the_table_fails_a_slow_cnn_and_exempts_transfer_from_the_speed_up() -> 
     assert "not measured" in rows["`dvc repro` wall time"]
 
 
+@pytest.mark.slow
 def test_a_variant_whose_process_dies_stops_the_benchmark_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
     args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
     with (

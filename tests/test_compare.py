@@ -80,6 +80,7 @@ def plant_variant(
     outputs.run_info.write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri, "classifier_uri": classifier}))
 
 
+@pytest.mark.slow
 def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first(split_data: Path) -> None:
     cfg = tiny_config("baseline")
     # baseline is right on every test image but was worse on val; augmented is wrong on every one but led on val.

@@ -57,12 +57,14 @@ def peak_in_patch_rate(model: keras.Model) -> tuple[float, float]:
 # Measured here: the trained CNN's heatmap peaks inside the 8 px patch for 68% of 200 fresh images (99% within
 # one pixel of it: its strongest features sit on the patch's edges); with shuffled labels, 17.5% (the patch is
 # 6% of the image). With a plain resize instead of receptive-field placement the trained rate was 53%.
+@pytest.mark.slow
 def test_the_heatmap_peaks_on_the_patch_that_sets_the_class(tmp_path: Path) -> None:
     rate, accuracy = peak_in_patch_rate(trained_model(tmp_path, labels_seed=None))
     assert accuracy > 0.95
     assert rate >= 0.6, f"peak inside the patch for {rate:.0%} of images"
 
 
+@pytest.mark.slow
 def test_a_model_that_learnt_nothing_does_not_look_at_the_patch(tmp_path: Path) -> None:
     rate, accuracy = peak_in_patch_rate(trained_model(tmp_path, labels_seed=3))
     assert accuracy < 0.7

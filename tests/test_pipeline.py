@@ -12,13 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+import mlflow
+import numpy as np
 import pytest
+import records
 import yaml
 from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
 
 from catdog import swift
+from catdog.dataset import load_split
 from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report_sections import TITLES
 
@@ -103,6 +108,36 @@ def test_every_stage_writes_its_outputs(project) -> None:
         assert (root / "plots/compare/history" / f"{v}.csv").read_text() == history
     for figure in ("confusion_matrices", "test_accuracy", "val_accuracy"):
         assert (root / "plots/compare" / f"{figure}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_s_run_is_recorded_in_full(project, variant: str) -> None:
+    root, _ = project
+    records.check_outputs(root, f"{variant}-42", epochs=1)
+    records.check_run_record(study_store(root)[0], root, variant, epochs=1)
+
+
+def test_a_logged_model_reloads_and_predicts_like_the_saved_one(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    saved = keras.models.load_model(root / "models" / "scaled-42" / "model.keras")
+    model_uri = json.loads((root / "models" / "scaled-42" / "mlflow_run.json").read_text())["model_uri"]
+    assert model_uri.startswith("models:/m-")
+    logged = mlflow.keras.load_model(model_uri)
+    val = load_split(
+        root / "data/split/val.csv",
+        root / "data/raw/cats_and_dogs_filtered",
+        ["cats", "dogs"],
+        TINY_SIZE,
+        root / "data/cache",
+    )
+    images = val.images.astype("float32")
+    np.testing.assert_allclose(
+        logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    signature = mlflow.models.get_model_info(model_uri).signature
+    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, TINY_SIZE, TINY_SIZE, 3]
 
 
 def test_leaderboard_ranks_four_variants_and_the_majority_baseline(project) -> None:

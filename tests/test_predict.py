@@ -275,6 +275,7 @@ def test_a_keras_flavour_champion_is_wrapped_with_the_configured_classes(
     assert run(list(map(str, files)), capsys)[:2] == local[:2]
 
 
+@pytest.mark.slow
 def test_the_entry_point_predicts_a_folder_and_exits_1_on_a_bad_file(tmp_path: Path, keras_file: Path) -> None:
     folder = tmp_path / "photos"
     files = photos(folder)

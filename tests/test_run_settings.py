@@ -31,6 +31,7 @@ def dtype_policies(model: keras.Model) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(split_data: Path) -> None:
     before = keras.mixed_precision.global_policy().name
     with warnings.catch_warnings():
@@ -77,6 +78,7 @@ def test_a_split_drawn_with_other_settings_is_refused_before_a_run_opens(split_d
     assert all_runs() == []
 
 
+@pytest.mark.slow
 def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config("baseline", "trainer.epochs=3", "trainer.early_stopping.enabled=false")
     original = checkpoints.EpochEnd.on_epoch_end

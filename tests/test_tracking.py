@@ -115,6 +115,7 @@ def test_params_are_the_flattened_resolved_config() -> None:
     assert params["augment.rotation"] == "[-0.3, 0.2]"
 
 
+@pytest.mark.slow
 def test_parallel_runs_against_one_sqlite_store(split_data: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

@@ -1,4 +1,4 @@
-"""Training runs on tiny images: outputs, the MLflow record, reproducibility, resume after SIGKILL, NaN."""
+"""Training runs on tiny images: the MLflow record, reproducibility, resume after SIGKILL, NaN. The four variants' records and their logged models are checked on the tiny study (tests/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -13,100 +13,33 @@ import time
 from pathlib import Path
 
 import keras
-import mlflow
 import numpy as np
 import pytest
+import records
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
 from catdog import phases, training
 from catdog.checkpoints import Checkpoints
 from catdog.dataset import EpochClock, Split, batches, load_split
-from catdog.files import sha256_file
 from catdog.manifests import data_version, read_manifest
 from catdog.models import build_model
 from catdog.training import TrainingDiverged, train
 
-VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
-EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
-
 
 def only_run(name: str):
-    runs = MlflowClient().search_runs(
-        [e.experiment_id for e in MlflowClient().search_experiments()], filter_string=f"attributes.run_name = '{name}'"
-    )
-    assert len(runs) == 1, f"expected one run named {name}, found {len(runs)}"
-    return runs[0]
+    return records.only_run(MlflowClient(), name)
 
 
-def artifact_paths(run_id: str, path: str = "") -> set[str]:
-    found: set[str] = set()
-    for item in MlflowClient().list_artifacts(run_id, path):
-        found |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
-    return found
+def test_a_one_epoch_training_records_a_complete_run(split_data: Path) -> None:
+    """The fast tier's smoke test of a whole training in this process; every variant's record is checked on the
+    tiny study's runs (tests/test_pipeline.py)."""
+    metrics = train(tiny_config("baseline"))
+    assert records.check_outputs(split_data, "baseline-42", epochs=1) == pytest.approx(metrics)
+    records.check_run_record(MlflowClient(), split_data, "baseline", epochs=1)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_each_variant_trains_and_records_a_complete_run(split_data: Path, variant: str) -> None:
-    metrics = train(tiny_config(variant, "trainer.epochs=2"))
-    assert metrics["epochs_run"] == 2
-    assert 0 <= metrics["best_val_accuracy"] <= 1
-    assert (split_data / "models" / f"{variant}-42" / "model.keras").is_file()
-    assert json.loads((split_data / "metrics" / "train" / f"{variant}-42.json").read_text()) == pytest.approx(metrics)
-    history = (split_data / "plots" / "train" / f"{variant}-42" / "history.csv").read_text().splitlines()
-    assert history[0].split(",")[0] == "epoch" and len(history) == 3
-
-    run = only_run(f"{variant}-42")
-    client = MlflowClient()
-    assert run.info.status == "FINISHED"
-    assert run.data.params["trainer.epochs"] == "2"
-    assert run.data.params["model.name"] == ("transfer" if variant == "transfer" else "cnn")
-    assert int(run.data.params.get("seed")) == 42
-    for key in EPOCH_METRICS:
-        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 1]
-    tags = run.data.tags
-    assert tags["variant"] == variant
-    assert len(tags["data_version"]) == 16
-    assert {"git_commit", "git_dirty"} <= set(tags)
-    artifacts = artifact_paths(run.info.run_id)
-    assert "figures/learning_curves.png" in artifacts
-    assert ("figures/augmentation_preview.png" in artifacts) == (variant != "baseline")
-    assert "config/resolved.yaml" in artifacts
-    logged = mlflow.search_logged_models(
-        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
-    )
-    run_info = json.loads((split_data / "models" / f"{variant}-42" / "mlflow_run.json").read_text())
-    assert {f"models:/{m.model_id}" for m in logged} == {run_info["model_uri"], run_info["classifier_uri"]}
-    inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
-    assert inputs == {("train", "training"), ("val", "validation")}
-    digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
-    assert digests["val"] == sha256_file(split_data / "data" / "split" / "val.csv")[:16]
-    assert not (split_data / "checkpoints" / variant).exists()
-
-
-def test_logged_model_reloads_and_predicts_like_the_trained_one(split_data: Path) -> None:
-    cfg = tiny_config("scaled")
-    train(cfg)
-    only_run("scaled-42")
-    saved = keras.models.load_model(split_data / "models" / "scaled-42" / "model.keras")
-    model_uri = json.loads((split_data / "models" / "scaled-42" / "mlflow_run.json").read_text())["model_uri"]
-    assert model_uri.startswith("models:/m-")
-    logged = mlflow.keras.load_model(model_uri)
-    val = load_split(
-        split_data / "data/split/val.csv",
-        split_data / "data/raw/cats_and_dogs_filtered",
-        ["cats", "dogs"],
-        cfg.trainer.image_size,
-        split_data / "data/cache",
-    )
-    images = val.images.astype("float32")
-    np.testing.assert_allclose(
-        logged.predict(images, verbose=0), saved.predict(images, verbose=0), rtol=1e-5, atol=1e-5
-    )
-    signature = mlflow.models.get_model_info(model_uri).signature
-    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
-
-
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     first = train(tiny_config("augmented", "trainer.epochs=2", "name=first"))
     second = train(tiny_config("augmented", "trainer.epochs=2", "name=second"))
@@ -119,6 +52,7 @@ def test_same_seed_gives_bit_identical_metrics(split_data: Path) -> None:
     assert history[0] != history[2] or other["val_loss"] != first["val_loss"]
 
 
+@pytest.mark.slow
 def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None:
     # 24 train images in batches of 8: 3 steps an epoch, so 2 steps per call leaves a short last call.
     knobs = ("trainer.epochs=2", "trainer.ema_momentum=0.5")
@@ -132,6 +66,7 @@ def test_steps_per_execution_changes_nothing_but_speed(split_data: Path) -> None
         np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path, schedule: str) -> None:
     cfg = tiny_config(
@@ -145,6 +80,7 @@ def test_learning_rate_schedule_runs_over_the_configured_epochs(split_data: Path
     assert final_rate == pytest.approx(cfg.optimizer.learning_rate if schedule == "constant" else 0.0, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: Path) -> None:
     # A momentum this close to 1 keeps the average at the initial weights, so validation must not learn.
     cfg = tiny_config(
@@ -162,6 +98,7 @@ def test_weight_averaging_validates_and_saves_the_averaged_weights(split_data: P
         np.testing.assert_allclose(ours, initial, atol=first_step)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -215,6 +152,7 @@ def outputs_of(workdir: Path, name: str) -> tuple[str, list[np.ndarray]]:
     return (workdir / "plots" / "train" / f"{name}-42" / "history.csv").read_text(), model.get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed_after", [1, 2])
 def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
     split_data: Path, monkeypatch: pytest.MonkeyPatch, killed_after: int
@@ -287,6 +225,7 @@ def train_command(*overrides: str) -> list[str]:
     return [sys.executable, str(REPO / "src" / "train.py"), *expected_overrides(), *overrides]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path, isolated_mlflow: str) -> None:
     overrides = [
         "variant=baseline",
@@ -322,7 +261,7 @@ def test_sigkill_mid_training_then_restart_resumes_the_same_run(split_data: Path
     assert "resuming run" in done.stdout + done.stderr
     run = only_run("baseline-42")
     assert run.info.status == "FINISHED"
-    for key in EPOCH_METRICS:
+    for key in records.EPOCH_METRICS:
         assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, key)] == [0, 1, 2, 3]
     metrics = json.loads((split_data / "metrics" / "train" / "baseline-42.json").read_text())
     assert metrics["epochs_run"] == 4
@@ -345,6 +284,7 @@ def test_transfer_trains_with_the_real_imagenet_weights(split_data: Path, isolat
     assert run.data.metrics["final_best_val_accuracy"] >= 0.75
 
 
+@pytest.mark.slow
 def test_cached_features_train_the_head_of_the_full_model(split_data: Path) -> None:
     cfg = tiny_config(
         "transfer",
