@@ -1,6 +1,7 @@
 """The team server on the real engines: PostgreSQL, `mlflow server` with basic auth and Swift's S3 API for its
 artifacts, started once by the fixture on 127.0.0.1 (catdog.team_server --s3, as the README's team setup does), with
-runs, figures, models and the registry going through it; four trainings at once; the MLflow server killed mid-run; clients without valid credentials; secrets in 0600 files and off every command line; add-user."""
+runs, figures, models and the registry going through it; two trainings at once; the MLflow server killed mid-run and
+restarted alone; clients without valid credentials; secrets in 0600 files and off every command line; add-user."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_a_short_study_tracks_through_the_server(team: Team, split_data: Path, m
     }
 
 
-def test_four_trainings_at_once_log_every_epoch_exactly_once(
+def test_two_trainings_at_once_log_every_epoch_exactly_once(
     team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     processes = [
@@ -160,14 +161,14 @@ def test_four_trainings_at_once_log_every_epoch_exactly_once(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(4)
+        for i in range(2)
     ]
     for process in processes:
         _, err = process.communicate(timeout=600)
         assert process.returncode == 0, err[-3000:]
     client = team.client(monkeypatch)
     runs = runs_named(client, "parallel-")
-    assert sorted(r.info.run_name for r in runs) == [f"parallel-{i}" for i in range(4)]
+    assert sorted(r.info.run_name for r in runs) == [f"parallel-{i}" for i in range(2)]
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in ("loss", "val_accuracy"):
@@ -204,8 +205,8 @@ def test_a_run_whose_server_dies_stops_by_name_and_resumes_into_the_same_run(
     assert "checkpoints/adhoc/interrupted" in last
     assert any((split_data / "checkpoints" / "adhoc" / "interrupted").iterdir())
 
-    port = int(team.uri.rsplit(":", 1)[1])
-    team_server.start(team.folder, port=port, s3=True)  # the same URI as before
+    restarted = team_server.restart_mlflow(team.folder)  # the MLflow server alone; PostgreSQL and Swift kept running
+    assert restarted["uri"] == team.uri and restarted["server"]["pid"] != state["server"]["pid"]
     # MLflow's own retries and timeout again: 5 s per request is for noticing the loss, and a busy machine can take
     # longer than that to store an artifact in Swift.
     resumed = team.env("alice")

@@ -157,10 +157,29 @@ def serve(folder: Path, port: int, destination: str, s3: bool) -> dict:
     write_private(folder / STATE, json.dumps(state, indent=2) + "\n")
     try:
         wait_http(f"{uri}/health", server, log, "mlflow server", HEALTH_TIMEOUT_S)
-    except RuntimeError:
+        open_store(uri, folder)
+    except (RuntimeError, OSError):
         stop(folder)
         raise
     return state
+
+
+def open_store(uri: str, folder: Path) -> None:
+    """One request as the admin: the server opens its store (migrating it on the first start, which takes longer
+    than a client's first request may wait on a busy machine) before start returns."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    token = base64.b64encode(f"{ADMIN}:{admin_password(folder)}".encode()).decode()
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Authorization": f"Basic {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:  # the server answered; a wrong admin password is add-user's to report
+        pass
 
 
 def read_state(folder: Path) -> dict | None:
