@@ -227,7 +227,7 @@ def test_every_file_holding_a_secret_is_0600_in_a_folder_closed_to_others(team: 
         if small and any(value in path.read_text(errors="replace") for value in values.values()):
             holders.append(path.relative_to(team.folder).as_posix())
             assert mode(path) == 0o600, path
-    expected = {*values, "basic_auth.ini", "s3/proxy-server.conf", "s3/swift.conf"}
+    expected = {*values, "basic_auth.ini", "s3/proxy-server.conf", "s3/swift.conf", "s3/aws_credentials"}
     assert expected <= set(holders), holders
     # The postgres user passes through the top folder (0711 as root) to its cluster; nothing else is open to others.
     assert mode(team.folder) == (0o711 if os.geteuid() == 0 else 0o700)

@@ -6,8 +6,9 @@ MLflow's artifact store and DVC's S3 remote speak to it unchanged), not a mock.
     server = S3Server(folder); server.start(); server.create_bucket("dvc")
     server.endpoint, server.access_key, server.secret_key      # what a client sets; server.stop() when done
 
-The access key is `catdog:team` (Swift's `account:user`); the secret is generated once into <folder>/s3_secret. The
-folder is created 0700 and every file holding a secret (the secret, proxy-server.conf, swift.conf) 0600."""
+The access key is `catdog:team` (Swift's `account:user`); the secret is generated once into <folder>/s3_secret, and
+both keys are in <folder>/aws_credentials (an AWS credentials file, for DVC's `credentialpath`). The folder is
+created 0700 and every file holding a secret (those two, proxy-server.conf, swift.conf) 0600."""
 
 from __future__ import annotations
 
@@ -142,6 +143,11 @@ class S3Server:
         return f"{ACCOUNT}:{USER}"
 
     @property
+    def credentials_file(self) -> Path:
+        """An AWS shared-credentials file (0600) with the keys as its default profile."""
+        return self.folder / "aws_credentials"
+
+    @property
     def secret_key(self) -> str:
         return generated_secret(self.folder / "s3_secret")
 
@@ -177,6 +183,10 @@ class S3Server:
         write_private(
             self.folder / "proxy-server.conf",
             proxy_conf(self.folder, ports["proxy"], ports["memcached"], self.secret_key),
+        )
+        write_private(  # for DVC's `credentialpath`: the key stays off `dvc remote modify`'s command line
+            self.credentials_file,
+            f"[default]\naws_access_key_id = {self.access_key}\naws_secret_access_key = {self.secret_key}\n",
         )
         commands = {
             "memcached": [

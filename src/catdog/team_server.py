@@ -152,6 +152,7 @@ def serve(folder: Path, port: int, destination: str, s3: bool) -> dict:
             "endpoint": env["MLFLOW_S3_ENDPOINT_URL"],
             "access_key": env["AWS_ACCESS_KEY_ID"],
             "secret_file": str(folder / "s3" / "s3_secret"),
+            "credentials_file": str(S3Server(folder / "s3").credentials_file),
             "dvc_remote": f"s3://{BUCKETS[1]}/catdog",
         }
     write_private(folder / STATE, json.dumps(state, indent=2) + "\n")
@@ -289,11 +290,10 @@ def print_started(state: dict, folder: Path) -> None:
         s3 = state["s3"]
         print(
             f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
-            f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
+            f"{s3['secret_file']}; the team's DVC remote, in a clone (the keys stay in the 0600 file it names):\n"
             f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
             f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
-            f"  uv run dvc remote modify --local team access_key_id {s3['access_key']}\n"
-            f'  uv run dvc remote modify --local team secret_access_key "$(cat {s3["secret_file"]})"'
+            f"  uv run dvc remote modify --local team credentialpath {s3['credentials_file']}"
         )
 
 
