@@ -130,7 +130,7 @@ def test_start_refuses_a_folder_others_may_write_to_in_one_line_and_leaves_its_m
     assert mode(shared) == 0o777 and os.listdir(shared) == []
 
 
-@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"server": "12"}', '{"server": {"pid": 1}}'])
 def test_stop_with_an_empty_or_corrupt_state_file_says_so_in_one_line(tmp_path: Path, content: str) -> None:
     state = tmp_path / team_server.STATE
     state.write_text(content)
@@ -176,3 +176,16 @@ def test_add_user_mistakes_are_one_line(tmp_path: Path) -> None:
     line = one_line_error(cli("add-user", "bob", "--folder", str(tmp_path)))
     assert f"no team server runs from {tmp_path}" in line and "start it first" in line
     assert not (tmp_path / "users").exists()
+
+
+def test_stop_does_not_signal_the_pid_of_a_state_file_without_a_start_time(
+    tmp_path: Path, sleeper: subprocess.Popen
+) -> None:
+    (tmp_path / team_server.STATE).write_text(json.dumps({"uri": "http://127.0.0.1:1", "pid": sleeper.pid}))
+    result = cli("stop", "--folder", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert sleeper.poll() is None
+    assert (
+        result.stderr.strip()
+        == f"{tmp_path / team_server.STATE} records no start time for pid {sleeper.pid}; not signalling it"
+    )

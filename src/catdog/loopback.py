@@ -120,6 +120,16 @@ def read_state(path: Path) -> dict | None:
     return state
 
 
+def checked_record(record: object, path: Path) -> dict | None:
+    """`record` if it is identity()'s record of a process (or None), else a StateFileError naming `path`."""
+    if record is None or (isinstance(record, dict) and {"pid", "cmdline", "starttime"} <= record.keys()):
+        return record
+    raise StateFileError(
+        f"the state file {path} is corrupt (a process record reads {str(record)[:60]!r}); check that no server it "
+        "started still runs (ps), then delete it"
+    )
+
+
 def stop_recorded(recorded: dict, what: str, grace_s: float = 20) -> bool:
     """Stop the process group of the process `recorded` (identity()'s record) if that pid still is that process;
     else say so in one line on stderr and signal nothing. True where it stopped (or found gone) the process."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from catdog.files import write_text
 from catdog.loopback import (
+    checked_record,
     free_port,
     generated_secret,
     identity,
@@ -222,7 +223,7 @@ class S3Server:
         state = self.state
         if state:
             for name, recorded in reversed(list(state.get("processes", {}).items())):
-                if recorded:  # None: it had exited before start recorded it
+                if checked_record(recorded, self.state_file):  # None: it had exited before start recorded it
                     stop_recorded(recorded, f"Swift's {name} server", grace_s=10)
             if "pids" in state:  # an older state file: pids alone cannot tell our servers from later processes
                 print(f"{self.state_file} records pids only ({state['pids']}); not signalling them", file=sys.stderr)

@@ -25,6 +25,7 @@ from pathlib import Path
 from catdog.loopback import (
     SecretFileError,
     StateFileError,
+    checked_record,
     free_port,
     generated_secret,
     identity,
@@ -209,9 +210,9 @@ def stop(folder: Path) -> None:
     cluster and the S3 server; a no-op where none runs."""
     state = read_state(folder)
     if state:
-        if state.get("server"):
+        if checked_record(state.get("server"), folder / STATE):
             stop_recorded(state["server"], "mlflow server")
-        else:  # an older state file: a pid alone cannot tell the server from a later process
+        elif "pid" in state:  # an older state file: a pid alone cannot tell the server from a later process
             print(
                 f"{folder / STATE} records no start time for pid {state.get('pid')}; not signalling it", file=sys.stderr
             )
