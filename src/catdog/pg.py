@@ -1,7 +1,9 @@
 """A PostgreSQL cluster in a folder of its own, from Debian's `postgresql` package: created with initdb, listening on
 127.0.0.1 only at a free port (no Unix socket outside the folder), with a generated password for its `postgres`
-role (scram-sha-256: no other user of the machine gets in), started and stopped with pg_ctl. PostgreSQL refuses to
-run as root, so as root it runs as the `postgres` user the package creates."""
+role (scram-sha-256: no other user of the machine gets in), started and stopped with pg_ctl; an application connects
+as a role of its own that owns its databases and nothing else. Every password lives in a 0600 file beside the
+cluster's folder, never on a command line. PostgreSQL refuses to run as root, so as root it runs as the `postgres`
+user the package creates."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from catdog.loopback import free_port, generated_secret
+from catdog.loopback import free_port, generated_secret, write_private
 
 INSTALL = "install Debian's `postgresql` package (`apt-get install postgresql`; .ci/run does)"
 
@@ -59,8 +61,7 @@ class Cluster:
             self.password_file.unlink(missing_ok=True)
             generated_secret(self.password_file)
             given = self.data.parent / f".{self.data.name}.initdb-password"  # readable by initdb, then gone
-            given.touch(mode=0o600)
-            given.write_text(self.password_file.read_text())
+            write_private(given, self.password_file.read_text())
             if os.geteuid() == 0:
                 user = pwd.getpwnam("postgres")
                 for path in (self.data, given):
@@ -99,18 +100,49 @@ class Cluster:
     def port(self) -> int:
         return int(self.port_file.read_text())
 
-    def uri(self, database: str, driver: str = "psycopg") -> str:
-        """SQLAlchemy's URI of `database` (`driver=""`: libpq's own form)."""
-        password = self.password_file.read_text().strip()
-        scheme = f"postgresql+{driver}" if driver else "postgresql"
-        return f"{scheme}://postgres:{password}@127.0.0.1:{self.port}/{database}"
+    def role_password_file(self, role: str) -> Path:
+        return self.password_file if role == "postgres" else self.data.parent / f"{self.data.name}.{role}.password"
 
-    def create_database(self, name: str) -> None:
+    def uri(self, database: str, driver: str = "psycopg", role: str = "postgres") -> str:
+        """SQLAlchemy's URI of `database` as `role` (`driver=""`: libpq's own form); it holds the password: pass it
+        in an environment variable or a 0600 file, never on a command line."""
+        password = self.role_password_file(role).read_text().strip()
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://{role}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def _superuser(self):
         import psycopg
 
-        with psycopg.connect(self.uri("postgres", driver=""), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
+        return psycopg.connect(self.uri("postgres", driver=""), autocommit=True)
+
+    def create_role(self, role: str) -> None:
+        """Create the login role `role` without any privilege (or reset it to that), with the password generated into
+        its 0600 file; the server gets only its SCRAM verifier, computed here."""
+        from psycopg import sql
+
+        password = generated_secret(self.role_password_file(role))
+        with self._superuser() as conn:
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            statement = "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}"
+            verb = sql.SQL("ALTER" if exists else "CREATE")
+            conn.execute(sql.SQL(statement).format(verb, sql.Identifier(role), sql.Literal(verifier)))
+
+    def create_database(self, name: str, owner: str = "postgres") -> None:
+        """Create the database `name` owned by `owner`; an existing one must already be `owner`'s."""
+        from psycopg import sql
+
+        with self._superuser() as conn:
+            query = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s"
+            found = conn.execute(query, (name,)).fetchone()
+            if found is None:
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
+            elif found[0] != owner:
+                raise RuntimeError(
+                    f"the database {name!r} in {self.data} belongs to {found[0]!r}, not {owner!r} (an older setup "
+                    "connected as the superuser); start from a new folder, or give it and its tables to "
+                    f"{owner!r} (ALTER DATABASE / ALTER TABLE ... OWNER TO)"
+                )
 
     def stop(self) -> None:
         """Stop the cluster if it runs (fast: clients are disconnected)."""

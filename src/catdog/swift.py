@@ -6,7 +6,9 @@ MLflow's artifact store and DVC's S3 remote speak to it unchanged), not a mock.
     server = S3Server(folder); server.start(); server.create_bucket("dvc")
     server.endpoint, server.access_key, server.secret_key      # what a client sets; server.stop() when done
 
-The access key is `catdog:team` (Swift's `account:user`); the secret is generated once into <folder>/s3_secret."""
+The access key is `catdog:team` (Swift's `account:user`); the secret is generated once into <folder>/s3_secret, and
+both keys are in <folder>/aws_credentials (an AWS credentials file, for DVC's `credentialpath`). The folder is
+created 0700 and every file holding a secret (those two, proxy-server.conf, swift.conf) 0600."""
 
 from __future__ import annotations
 
@@ -14,10 +16,21 @@ import getpass
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from catdog.files import write_text
-from catdog.loopback import free_port, generated_secret, stop_group, wait_http
+from catdog.loopback import (
+    checked_record,
+    free_port,
+    generated_secret,
+    identity,
+    private_dir,
+    read_state,
+    stop_recorded,
+    wait_http,
+    write_private,
+)
 
 INSTALL = (
     "install Debian's Swift and memcached (`apt-get install swift-proxy swift-account swift-container "
@@ -120,7 +133,7 @@ class S3Server:
 
     @property
     def state(self) -> dict | None:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        return read_state(self.state_file)
 
     @property
     def endpoint(self) -> str:
@@ -129,6 +142,11 @@ class S3Server:
     @property
     def access_key(self) -> str:
         return f"{ACCOUNT}:{USER}"
+
+    @property
+    def credentials_file(self) -> Path:
+        """An AWS shared-credentials file (0600) with the keys as its default profile."""
+        return self.folder / "aws_credentials"
 
     @property
     def secret_key(self) -> str:
@@ -149,13 +167,13 @@ class S3Server:
         ran from this folder before); the data stays in the folder."""
         found = programs()
         self.stop()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         ports = {name: free_port() for name in ("memcached", *SERVERS)}
         # The endpoint stays the same across restarts: clients keep it in their config (`dvc remote modify`).
         kept = self.folder / "proxy_port"
         ports["proxy"] = int(kept.read_text()) if kept.exists() else free_port()
         kept.write_text(str(ports["proxy"]))
-        write_text(
+        write_private(
             self.folder / "swift.conf",
             "[swift-hash]\nswift_hash_path_suffix = "
             f"{generated_secret(self.folder / 'hash_suffix')}\n[storage-policy:0]\nname = gold\ndefault = yes\n",
@@ -163,9 +181,13 @@ class S3Server:
         self._rings(found["ring"], ports)
         for kind in SERVERS:
             write_text(self.folder / f"{kind}-server.conf", server_conf(self.folder, kind, ports[kind]))
-        write_text(
+        write_private(
             self.folder / "proxy-server.conf",
             proxy_conf(self.folder, ports["proxy"], ports["memcached"], self.secret_key),
+        )
+        write_private(  # for DVC's `credentialpath`: the key stays off `dvc remote modify`'s command line
+            self.credentials_file,
+            f"[default]\naws_access_key_id = {self.access_key}\naws_secret_access_key = {self.secret_key}\n",
         )
         commands = {
             "memcached": [
@@ -188,8 +210,8 @@ class S3Server:
                 name: subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 for name, command in commands.items()
             }
-        pids = {name: process.pid for name, process in started.items()}
-        write_text(self.state_file, json.dumps({"port": ports["proxy"], "pids": pids}, indent=2) + "\n")
+        processes = {name: identity(process.pid) for name, process in started.items()}
+        write_private(self.state_file, json.dumps({"port": ports["proxy"], "processes": processes}, indent=2) + "\n")
         try:
             wait_http(f"{self.endpoint}/healthcheck", started["proxy"], log, "Swift's proxy", timeout_s)
         except RuntimeError:
@@ -197,10 +219,14 @@ class S3Server:
             raise
 
     def stop(self) -> None:
+        """Stop the servers the state file records, each only while its pid is still that server."""
         state = self.state
         if state:
-            for pid in reversed(list(state["pids"].values())):
-                stop_group(pid, grace_s=10)
+            for name, recorded in reversed(list(state.get("processes", {}).items())):
+                if checked_record(recorded, self.state_file):  # None: it had exited before start recorded it
+                    stop_recorded(recorded, f"Swift's {name} server", grace_s=10)
+            if "pids" in state:  # an older state file: pids alone cannot tell our servers from later processes
+                print(f"{self.state_file} records pids only ({state['pids']}); not signalling them", file=sys.stderr)
             self.state_file.unlink()
 
     def client(self):

@@ -2,12 +2,15 @@
 basic-auth app, both on 127.0.0.1, everything under one folder, started and stopped by the same command:
 
     uv run python -m catdog.team_server start [--folder F] [--artifacts s3://bucket/path | --s3]
-    uv run python -m catdog.team_server add-user alice        # prints her password once
+    uv run python -m catdog.team_server add-user alice        # her password into <folder>/users/alice.password
+    uv run python -m catdog.team_server restart-mlflow        # the MLflow server alone, after it died
     uv run python -m catdog.team_server stop
 
 `--s3` also starts a local S3 API server (catdog.swift) under <folder>/s3 with a bucket for the artifacts and one
-for a DVC remote. The admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, else is generated into <folder>/admin_password (0600).
-Nothing here is the project's config: it is a machine's server, as `mlflow server` on a team's host would be.
+for a DVC remote. The admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, else is generated into
+<folder>/admin_password. MLflow connects as the role `mlflow`, which owns its two databases and nothing else. Every
+file holding a secret is 0600; the secrets reach the servers in their environment or such files, never on a command
+line. Nothing here is the project's config: it is a machine's server, as `mlflow server` on a team's host would be.
 """
 
 from __future__ import annotations
@@ -15,21 +18,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import subprocess
+import re
 import sys
-import warnings
 from pathlib import Path
 
-from catdog.files import write_text
-from catdog.loopback import free_port, generated_secret, stop_group, wait_http
+from catdog.loopback import (
+    SecretFileError,
+    StateFileError,
+    checked_record,
+    free_port,
+    generated_secret,
+    identity,
+    private_dir,
+    stop_recorded,
+    wait_http,
+    write_private,
+)
+from catdog.loopback import (
+    read_state as read_state_file,
+)
 from catdog.pg import Cluster
 from catdog.swift import S3Server
 
 ADMIN = "admin"
+ROLE = "mlflow"  # PostgreSQL's role for MLflow: owns the tracking and auth databases, nothing else
+DATABASES = ("mlflow", "mlflow_auth")
 STATE = "server.json"
 HEALTH_TIMEOUT_S = 90
 BUCKETS = ("mlflow", "dvc")
+USERNAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]*")
+
+
+class TeamServerError(RuntimeError):
+    """A team-server command cannot do what was asked: the message says what is wrong and what to do."""
 
 
 def default_folder() -> Path:
@@ -47,134 +68,177 @@ def admin_password(folder: Path) -> str:
 
 
 def auth_config(folder: Path, database_uri: str) -> Path:
-    """MLflow's basic-auth settings: users in the cluster's own database, every user may read and edit runs, and a
-    checked password trusted for a minute (MLflow hashes it with PBKDF2 on every request otherwise: a training run
-    makes hundreds; with one server worker the cache cannot go stale)."""
+    """MLflow's basic-auth settings (0600: they hold the auth database's password): users in the cluster's own
+    database, every user may read and edit runs, and a checked password trusted for a minute (MLflow hashes it with
+    PBKDF2 on every request otherwise: a training run makes hundreds; with one server worker the cache cannot go
+    stale)."""
     ini = folder / "basic_auth.ini"
-    write_text(
-        ini,
-        "\n".join(
-            [
-                "[mlflow]",
-                "default_permission = EDIT",
-                f"database_uri = {database_uri}",
-                f"admin_username = {ADMIN}",
-                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-                "auth_cache_ttl_seconds = 60",
-                "",
-            ]
-        ),
-    )
+    settings = {
+        "default_permission": "EDIT",
+        "database_uri": database_uri,
+        "admin_username": ADMIN,
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": "60",
+    }
+    write_private(ini, "[mlflow]\n" + "".join(f"{key} = {value}\n" for key, value in settings.items()))
     return ini
 
 
-def local_s3(folder: Path) -> tuple[str, dict[str, str]]:
-    """Start a local S3 API server (catdog.swift) under <folder>/s3 with the buckets `mlflow` (the server's
-    artifacts) and `dvc` (the team's DVC remote); return the artifact destination and the server's S3 settings."""
-    s3 = S3Server(folder / "s3")
-    s3.start()
-    for bucket in BUCKETS:
-        s3.create_bucket(bucket)
-    return f"s3://{BUCKETS[0]}/artifacts", s3.env()
+def prepare_folder(folder: Path) -> None:
+    """Create `folder` 0700 (0711 as root: the postgres user passes through to its cluster); an existing folder keeps
+    its mode, but one others may write to is refused (they could swap the state file or the secrets)."""
+    if not folder.is_dir():
+        private_dir(folder, 0o711 if os.geteuid() == 0 else 0o700)
+        return
+    mode = folder.stat().st_mode & 0o777
+    if mode & 0o022:
+        raise TeamServerError(
+            f"{folder} is writable by other users (mode {oct(mode)}), who could replace the server's state and "
+            f"secrets; `chmod go-w {folder}`, or give a --folder that does not exist yet"
+        )
 
 
 def start(folder: Path, artifacts: str | None = None, port: int | None = None, s3: bool = False) -> dict:
     """Start (or restart) the cluster and the server under `folder` (`s3`: with a local S3 server for its artifacts
     and a DVC remote); return the state clients need."""
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o711)  # the postgres user passes through to its cluster folder; nothing else is readable
+    prepare_folder(folder)
     stop(folder)
-    s3_env = {}
     if s3:
-        artifacts, s3_env = local_s3(folder)
+        s3_server = S3Server(folder / "s3")
+        s3_server.start()
+        for bucket in BUCKETS:
+            s3_server.create_bucket(bucket)
+        artifacts = f"s3://{BUCKETS[0]}/artifacts"
     cluster = Cluster(folder / "postgres")
     cluster.start()
-    for database in ("mlflow", "mlflow_auth"):
-        cluster.create_database(database)
+    cluster.create_role(ROLE)
+    for database in DATABASES:
+        cluster.create_database(database, owner=ROLE)
     kept = folder / "port"  # the URI stays the same across restarts: clients keep it in MLFLOW_TRACKING_URI
     port = port or (int(kept.read_text()) if kept.exists() else free_port())
     kept.write_text(str(port))
-    uri = f"http://127.0.0.1:{port}"
-    log = folder / "mlflow-server.log"
+    return serve(folder, port, artifacts or (folder / "artifacts").as_uri(), s3)
+
+
+def serve(folder: Path, port: int, destination: str, s3: bool) -> dict:
+    """Start `mlflow server` alone on the cluster (and S3 server) that run under `folder`, its secrets in its
+    environment only; record it in the state file and return that state once it answers."""
+    import subprocess
+
+    cluster = Cluster(folder / "postgres")
     env = {
         **os.environ,
-        **s3_env,
-        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri("mlflow_auth"))),
+        **(S3Server(folder / "s3").env() if s3 else {}),
+        "MLFLOW_BACKEND_STORE_URI": cluster.uri(DATABASES[0], role=ROLE),
+        "MLFLOW_ARTIFACTS_DESTINATION": destination,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, cluster.uri(DATABASES[1], role=ROLE))),
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password(folder),
         # Signs the UI's CSRF tokens; the same across restarts so open browser sessions stay valid.
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    destination = artifacts or (folder / "artifacts").as_uri()
+    uri, log = f"http://127.0.0.1:{port}", folder / "mlflow-server.log"
+    argv = ["-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--app-name",
-                "basic-auth",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                cluster.uri("mlflow"),
-                "--artifacts-destination",
-                destination,
-            ],
+            [sys.executable, *argv, "--workers", "1"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    state = {"uri": uri, "pid": server.pid, "postgres": str(cluster.data), "artifacts": destination}
+    state = {"uri": uri, "server": identity(server.pid), "postgres": str(cluster.data), "artifacts": destination}
     if s3:
         state["s3"] = {
-            "endpoint": s3_env["MLFLOW_S3_ENDPOINT_URL"],
-            "access_key": s3_env["AWS_ACCESS_KEY_ID"],
+            "endpoint": env["MLFLOW_S3_ENDPOINT_URL"],
+            "access_key": env["AWS_ACCESS_KEY_ID"],
             "secret_file": str(folder / "s3" / "s3_secret"),
+            "credentials_file": str(S3Server(folder / "s3").credentials_file),
             "dvc_remote": f"s3://{BUCKETS[1]}/catdog",
         }
-    write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
+    write_private(folder / STATE, json.dumps(state, indent=2) + "\n")
     try:
         wait_http(f"{uri}/health", server, log, "mlflow server", HEALTH_TIMEOUT_S)
-    except RuntimeError:
+        open_store(uri, folder)
+    except (RuntimeError, OSError):
         stop(folder)
         raise
     return state
 
 
+def open_store(uri: str, folder: Path) -> None:
+    """One request as the admin: the server opens its store (migrating it on the first start, which takes longer
+    than a client's first request may wait on a busy machine) before start returns."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    token = base64.b64encode(f"{ADMIN}:{admin_password(folder)}".encode()).decode()
+    request = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Authorization": f"Basic {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:  # the server answered; a wrong admin password is add-user's to report
+        pass
+
+
 def read_state(folder: Path) -> dict | None:
-    path = folder / STATE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_state_file(folder / STATE)
+
+
+def running_state(folder: Path) -> dict:
+    """The state of the server under `folder`, or a TeamServerError saying none runs there."""
+    state = read_state(folder)
+    if state is None:
+        raise TeamServerError(f"no team server runs from {folder} (no {folder / STATE}); start it first")
+    return state
+
+
+def restart_mlflow(folder: Path) -> dict:
+    """Start `mlflow server` again (stopping it first if it still runs) on the same port, store and artifacts, with
+    the cluster and S3 server that run under `folder` left as they are."""
+    state = running_state(folder)
+    if state.get("server") and not stop_recorded(state["server"], "mlflow server"):
+        raise TeamServerError(f"{folder / STATE} records a process that is not the server; `stop`, then `start`")
+    return serve(folder, int(state["uri"].rsplit(":", 1)[1]), state["artifacts"], "s3" in state)
 
 
 def stop(folder: Path) -> None:
-    """Stop the server (its whole process group: it runs workers) and the cluster; a no-op where none runs."""
+    """Stop the server (its whole process group: it runs workers, and only while the recorded pid is still it), the
+    cluster and the S3 server; a no-op where none runs."""
     state = read_state(folder)
     if state:
-        stop_group(state["pid"])
+        if checked_record(state.get("server"), folder / STATE):
+            stop_recorded(state["server"], "mlflow server")
+        elif "pid" in state:  # an older state file: a pid alone cannot tell the server from a later process
+            print(
+                f"{folder / STATE} records no start time for pid {state.get('pid')}; not signalling it", file=sys.stderr
+            )
         (folder / STATE).unlink()
     Cluster(folder / "postgres").stop()
     S3Server(folder / "s3").stop()
 
 
+def runs(folder: Path) -> bool:
+    """Whether anything `start` starts under `folder` may still run (per its state and pid files)."""
+    recorded = (STATE, "postgres/postmaster.pid", "s3/s3.json")
+    return any((folder / name).exists() for name in recorded)
+
+
 def add_user(folder: Path, username: str, password: str | None = None, new_password: bool = False) -> str:
     """Create a user (`new_password`: give an existing one a new password) through the server's auth API with the
     admin's credentials; return the password."""
+    import secrets
+    import warnings
+
+    state = running_state(folder)
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
 
     # mlflow.server's FastAPI app imports a Starlette module Starlette says is deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
-
-    state = read_state(folder)
-    if state is None:
-        raise RuntimeError(f"no team server runs from {folder}; start it first")
     password = password or secrets.token_urlsafe(12)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     os.environ.update(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=admin_password(folder))
@@ -185,64 +249,106 @@ def add_user(folder: Path, username: str, password: str | None = None, new_passw
         else:
             client.create_user(username, password)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_ALREADY_EXISTS":
-            raise RuntimeError(
-                f"user {username!r} exists already on {state['uri']}; `add-user {username} "
-                "--new-password` gives them a new one"
-            ) from exc
-        raise
+        raise user_error(exc, folder, state["uri"], username) from exc
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     return password
 
 
+def user_error(exc: Exception, folder: Path, uri: str, username: str) -> Exception:
+    """What the auth API's refusal `exc` means to the one who ran add-user (the exception itself where unknown)."""
+    code = getattr(exc, "error_code", "")
+    if code == "RESOURCE_ALREADY_EXISTS":
+        return TeamServerError(
+            f"user {username!r} exists already on {uri}; `add-user {username} --new-password` gives them a new one"
+        )
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        where = (
+            "$MLFLOW_AUTH_ADMIN_PASSWORD" if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") else folder / "admin_password"
+        )
+        return TeamServerError(
+            f"the server at {uri} refused the admin's password ({code}): {where} must hold the admin password the "
+            "server was first started with"
+        )
+    return exc
+
+
+def password_file(folder: Path, username: str) -> Path:
+    """Where add-user keeps `username`'s password: <folder>/users/<username>.password."""
+    if not USERNAME.fullmatch(username):
+        raise TeamServerError(f"{username!r} is not a username here: letters, digits and . _ @ - only")
+    return folder / "users" / f"{username}.password"
+
+
+def print_started(state: dict, folder: Path) -> None:
+    print(
+        f"MLflow server with basic auth at {state['uri']} (PostgreSQL cluster {state['postgres']}, artifacts "
+        f"{state['artifacts']}); admin password in {folder / 'admin_password'} unless $MLFLOW_AUTH_ADMIN_PASSWORD "
+        "gave it"
+    )
+    if "s3" in state:
+        s3 = state["s3"]
+        print(
+            f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
+            f"{s3['secret_file']}; the team's DVC remote, in a clone (the keys stay in the 0600 file it names):\n"
+            f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
+            f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
+            f"  uv run dvc remote modify --local team credentialpath {s3['credentials_file']}"
+        )
+
+
+def new_user(folder: Path, username: str | None, new_password: bool, show: bool) -> None:
+    """add-user: the password into its 0600 file; its path printed (the password itself only if `show`)."""
+    if not username:
+        raise TeamServerError("add-user needs a username: `add-user alice`")
+    path = password_file(folder, username)
+    password = add_user(folder, username, new_password=new_password)
+    private_dir(path.parent)
+    write_private(path, password + "\n")
+    print(f"{username}'s password is in {path} (mode 0600); hand it over, then on their side:")
+    secret_value = password if show else f"$(cat {path})"
+    print(f'export MLFLOW_TRACKING_USERNAME={username} MLFLOW_TRACKING_PASSWORD="{secret_value}"')
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The command line: a mistake or a failure prints one line on stderr and exits 1."""
+    commands = ["start", "stop", "status", "add-user", "restart-mlflow"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["start", "stop", "status", "add-user"])
+    parser.add_argument("command", choices=commands)
     parser.add_argument("username", nargs="?")
     parser.add_argument("--folder", type=Path, default=default_folder())
     parser.add_argument("--artifacts", help="artifact store URI (default: <folder>/artifacts)")
     parser.add_argument("--port", type=int)
     parser.add_argument("--new-password", action="store_true", help="add-user: a new password for an existing user")
-    parser.add_argument(
-        "--s3", action="store_true", help="also start a local S3 server (Swift) for the artifacts and a DVC remote"
-    )
+    parser.add_argument("--print-password", action="store_true", help="add-user: also print the password itself")
+    parser.add_argument("--s3", action="store_true", help="also start a local S3 server (Swift) for the artifacts")
     args = parser.parse_args(argv)
+    if args.s3 and args.artifacts:
+        parser.error("--s3 starts its own bucket for the artifacts: give --s3 or --artifacts, not both")
+    try:
+        run(args)
+    except (TeamServerError, SecretFileError, StateFileError, RuntimeError, OSError) as exc:
+        sys.exit(f"team server error: {exc}")  # the log a failure names has the rest
+
+
+def run(args: argparse.Namespace) -> None:
+    folder = args.folder
     if args.command == "start":
-        if args.s3 and args.artifacts:
-            parser.error("--s3 starts its own bucket for the artifacts: give --s3 or --artifacts, not both")
-        state = start(args.folder, args.artifacts, args.port, args.s3)
-        print(
-            f"MLflow server with basic auth at {state['uri']} (PostgreSQL cluster {state['postgres']}, artifacts "
-            f"{state['artifacts']}); admin password in {args.folder / 'admin_password'} unless "
-            f"$MLFLOW_AUTH_ADMIN_PASSWORD gave it"
-        )
-        if args.s3:
-            s3 = state["s3"]
-            print(
-                f"S3 API server (Swift) at {s3['endpoint']}, access key {s3['access_key']}, secret key in "
-                f"{s3['secret_file']}; the team's DVC remote, in a clone:\n"
-                f"  uv run dvc remote add --local -d team {s3['dvc_remote']}\n"
-                f"  uv run dvc remote modify --local team endpointurl {s3['endpoint']}\n"
-                f"  uv run dvc remote modify --local team access_key_id {s3['access_key']}\n"
-                f"  uv run dvc remote modify --local team secret_access_key $(cat {s3['secret_file']})"
-            )
+        print_started(start(folder, args.artifacts, args.port, args.s3), folder)
+    elif args.command == "restart-mlflow":
+        print_started(restart_mlflow(folder), folder)
     elif args.command == "stop":
-        stop(args.folder)
-        print(f"stopped the team server under {args.folder}")
+        if not runs(folder):
+            raise TeamServerError(f"no team server runs from {folder}: nothing to stop (--folder names another)")
+        stop(folder)
+        print(f"stopped the team server under {folder}")
     elif args.command == "status":
-        state = read_state(args.folder)
-        print(json.dumps(state, indent=2) if state else f"no team server runs from {args.folder}")
+        state = read_state(folder)
+        print(json.dumps(state, indent=2) if state else f"no team server runs from {folder}")
     else:
-        if not args.username:
-            parser.error("add-user needs a username")
-        password = add_user(args.folder, args.username, new_password=args.new_password)
-        print(f"export MLFLOW_TRACKING_USERNAME={args.username} MLFLOW_TRACKING_PASSWORD={password}")
+        new_user(folder, args.username, args.new_password, args.print_password)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, OSError) as exc:  # what went wrong, in one line; the log it names has the rest
-        sys.exit(f"team server error: {exc}")
+    main()
