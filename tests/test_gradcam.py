@@ -71,6 +71,7 @@ def test_a_model_that_learnt_nothing_does_not_look_at_the_patch(tmp_path: Path) 
     assert rate < 0.35, f"peak inside the patch for {rate:.0%} of images with shuffled labels"
 
 
+@pytest.mark.slow
 def test_transfer_is_explained_at_its_backbone_and_maps_cover_the_image() -> None:
     cfg = compose_config(CONF, ["variant=transfer", f"trainer.image_size={SIZE}", "model.net.weights=null"])
     model = build_model(cfg, num_classes=2)

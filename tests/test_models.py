@@ -43,6 +43,7 @@ def test_transfer_trains_only_its_head() -> None:
     assert model.output_shape == (None, 2)
 
 
+@pytest.mark.slow
 def test_fine_tuning_unfreezes_the_top_of_the_backbone() -> None:
     model = model_for("transfer")
     unfreeze_backbone(model, from_layer=100)
@@ -52,6 +53,7 @@ def test_fine_tuning_unfreezes_the_top_of_the_backbone() -> None:
     assert parameter_counts(model)["params_trainable"] > TRANSFER_HEAD_PARAMS
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_the_backbone_in_inference_mode() -> None:
     model = model_for("transfer")
     unfreeze_backbone(model, from_layer=100)

@@ -226,10 +226,16 @@ def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(proj
     assert (change["old"], change["new"]) == (1, 2)
 
 
-def test_an_experiment_shows_its_test_accuracies(project) -> None:
+def test_an_experiment_shows_its_test_accuracies_and_once_applied_is_the_workspace_setting(project) -> None:
+    """`dvc exp run -S` moves @challenger, not @champion, and `dvc exp show` has every variant's test accuracy; after
+    `dvc exp apply` on a clean checkout, the config a plain `python src/train.py` composes has the experiment's
+    value: params.yaml is its one source."""
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
-    client, _ = study_store(root)
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
+    committed = yaml.safe_load((root / "params.yaml").read_text())["variants"]["baseline"]["trainer"]["epochs"]
+    client, experiment_id = study_store(root)
     champion = client.get_model_version_by_alias("catdog", "champion").version
     sh(*dvc, "exp", "run", "-n", "three-epochs", "-S", "variants.baseline.trainer.epochs=3", cwd=root, env=env)
     assert client.get_model_version_by_alias("catdog", "champion").version == champion, "an experiment moved @champion"
@@ -239,9 +245,23 @@ def test_an_experiment_shows_its_test_accuracies(project) -> None:
     header, *rows = shown.splitlines()
     assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)
     assert any("three-epochs" in row for row in rows)
-    client, experiment_id = study_store(root)
     tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'three-epochs'")
     assert sorted(r.info.run_name for r in tagged) == ["baseline-42", "compare"]
+
+    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
+    sh(*dvc, "checkout", "--force", cwd=root, env=env)
+    assert yaml.safe_load((root / "params.yaml").read_text())["variants"]["baseline"]["trainer"]["epochs"] == committed
+    sh(*dvc, "exp", "apply", "three-epochs", cwd=root, env=env)
+    composed = sh(
+        sys.executable,
+        "-c",
+        "from pathlib import Path; from catdog.study import compose_config; "
+        "print(compose_config(Path('conf'), ['variant=baseline']).trainer.epochs)",
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root / "src")},
+    )
+    assert composed.strip() == "3"
+    assert dvc_status(root, env) == set()
 
 
 def dvc_status(root: Path, env: dict[str, str]) -> set[str]:
@@ -268,40 +288,6 @@ def test_a_touched_variant_file_makes_only_its_train_stage_stale(project) -> Non
         assert dvc_status(root, env) == {"train@augmented-42"}
     finally:
         variant_file.write_text(original)
-    assert dvc_status(root, env) == set()
-
-
-def test_an_applied_experiment_is_the_workspace_setting(project) -> None:
-    """After `dvc exp run -S` and `dvc exp apply`, the config a plain `python src/train.py` composes has the
-    experiment's value: params.yaml is its one source."""
-    root, env = project
-    dvc = (sys.executable, "-m", "dvc")
-    sh("git", "add", "-A", cwd=root, env=env)
-    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
-    sh(
-        *dvc,
-        "exp",
-        "run",
-        "-n",
-        "patience-3",
-        "-S",
-        "variants.scaled.trainer.early_stopping.patience=3",
-        cwd=root,
-        env=env,
-    )
-    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
-    sh(*dvc, "checkout", "--force", cwd=root, env=env)
-    assert "patience: 15" in (root / "params.yaml").read_text()
-    sh(*dvc, "exp", "apply", "patience-3", cwd=root, env=env)
-    composed = sh(
-        sys.executable,
-        "-c",
-        "from pathlib import Path; from catdog.study import compose_config; "
-        "print(compose_config(Path('conf'), ['variant=scaled']).trainer.early_stopping.patience)",
-        cwd=root,
-        env={**env, "PYTHONPATH": str(root / "src")},
-    )
-    assert composed.strip() == "3"
     assert dvc_status(root, env) == set()
 
 
@@ -362,11 +348,8 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
 
         def add_remote(clone: Path) -> None:  # per user, in .dvc/config.local: nothing of it is committed
             sh(*dvc, "remote", "add", "--local", "-d", "team", "s3://dvc/catdog", cwd=clone, env=env)
-            for key, value in (
-                ("endpointurl", s3.endpoint),
-                ("access_key_id", s3.access_key),
-                ("secret_access_key", s3.secret_key),
-            ):
+            # The keys stay in the server's 0600 credentials file: none is on a command line or in a config.
+            for key, value in (("endpointurl", s3.endpoint), ("credentialpath", str(s3.credentials_file))):
                 sh(*dvc, "remote", "modify", "--local", "team", key, value, cwd=clone, env=env)
 
         assert dvc_status(root, env) == set()

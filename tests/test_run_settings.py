@@ -51,6 +51,7 @@ def test_a_bfloat16_run_computes_in_bfloat16_and_restores_the_policy(split_data:
     }
 
 
+@pytest.mark.slow
 def test_the_run_logs_the_split_settings_and_the_data_version(split_data: Path) -> None:
     cfg = tiny_config("baseline")
     train(cfg)

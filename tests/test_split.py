@@ -51,6 +51,7 @@ def test_same_seed_same_bytes_other_seed_other_split(dataset: Path, tmp_path: Pa
     assert (tmp_path / "a" / "test.csv").read_bytes() != (tmp_path / "c" / "test.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_the_training_seed_leaves_the_split_alone(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data" / "raw")
 
