@@ -59,7 +59,10 @@ def fetch(url: str, target: Path, *, timeout_s: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_path(target) as tmp:
         expected = int(response.headers.get("Content-Length") or 0)
         received = 0
-        with open(tmp, "wb") as out, tqdm(total=expected or None, unit="B", unit_scale=True, desc=target.name) as bar:
+        with (
+            open(tmp, "wb") as out,
+            tqdm(total=expected or None, unit="B", unit_scale=True, desc=target.name, disable=None) as bar,
+        ):
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                 out.write(chunk)
                 received += len(chunk)
@@ -106,7 +109,7 @@ def safe_extract(archive: Path, target: Path) -> None:
             members = zf.infolist()
             for info in members:
                 _check_member(info, archive)
-            for info in tqdm(members, desc=f"extract {archive.name}", unit="file"):
+            for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None):
                 zf.extract(info, staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -181,7 +184,8 @@ def download_dataset(
         root.rename(dataset_dir)
     except ArchiveError as exc:
         source = f"{mirror_env}={os.environ.get(mirror_env, '').strip()}" if mirror else used
-        raise ArchiveError(f"{source}: {exc}; {fix(mirror_env, mirror, urls)}") from exc
+        detail = str(exc).removeprefix(f"{archive}: ")  # a copy of `source`, already gone
+        raise ArchiveError(f"{source}: {detail}; {fix(mirror_env, mirror, urls)}") from exc
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
         archive.unlink(missing_ok=True)

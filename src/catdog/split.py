@@ -41,7 +41,7 @@ def scan(dataset_dir: Path, folder: str, classes: Sequence[str]) -> tuple[list[E
     entries: list[Entry] = []
     rejects: list[Reject] = []
     files = [(cls, p) for cls in classes for p in sorted((dataset_dir / folder / cls).iterdir()) if p.is_file()]
-    for cls, path in tqdm(files, desc=f"check {folder}", unit="img"):
+    for cls, path in tqdm(files, desc=f"check {folder}", unit="img", disable=None):
         rel = path.relative_to(dataset_dir).as_posix()
         reason = inspect_image(path)
         if reason:
