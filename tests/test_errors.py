@@ -132,6 +132,12 @@ def test_a_refused_command_never_removes_a_folder_it_did_not_create(fresh: Path,
     assert sorted(p.name for p in (fresh / "outputs").iterdir()) == ["keep", "was-empty"]
 
 
+def test_a_refused_sweep_leaves_nothing_behind(fresh: Path, no_tensorflow: dict[str, str]) -> None:
+    result = run_entry("train.py", "--multirun", "seed=1,2", "trainer.epochs=0", cwd=fresh, env=no_tensorflow)
+    assert refusal(result, 2) == "config error: trainer.epochs: got 0; expected an integer >= 1"
+    assert list(fresh.iterdir()) == []
+
+
 def test_an_unknown_variant_leaves_no_folder_either(fresh: Path) -> None:
     """A mistake Hydra reports itself (its message lists the options) fails before Hydra makes a run folder."""
     result = run_entry("train.py", "variant=fancy", cwd=fresh)

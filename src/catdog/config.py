@@ -138,30 +138,47 @@ def project_root(start: Path | None = None) -> Path:
 
 
 class RefusedRunCleanup(Callback):
-    """Hydra makes a run's folder (outputs/<date>/<time>-<name>/, with .hydra/ and the log) before the entry point
-    runs: note the folders this run is about to create, so that a refused command can remove them again
-    (`remove_refused_run`). conf/config.yaml's `hydra.callbacks` installs it."""
+    """Hydra makes a run's folder (outputs/<date>/<time>-<name>/, with .hydra/ and the log), or a sweep's
+    (multirun/<date>/<time>/), before the entry point runs: note the folders this command is about to create, so
+    that a refused command can remove them again (`remove_refused_run`). conf/config.yaml installs it."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))
-        _CREATED[:] = list(itertools.takewhile(lambda p: not p.exists(), (run_dir, *run_dir.parents)))
+        _note_created(str(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _note_created(str(config.hydra.sweep.dir))
 
 
-_CREATED: list[Path] = []  # the run folder this process's Hydra run creates, then its parents it creates
+_CREATED: list[Path] = []  # the run (or sweep) folder this process's Hydra creates, then the parents it creates
+
+
+def _note_created(folder: str) -> None:
+    made = Path(os.path.abspath(folder))
+    _CREATED[:] = list(itertools.takewhile(lambda p: not p.exists(), (made, *made.parents)))
+
+
+def _holds_only(folder: Path, names: set[str]) -> bool:
+    return folder.is_dir() and all(p.name in names for p in folder.iterdir())
 
 
 def remove_refused_run() -> None:
-    """Remove the run folder Hydra created for this very command, and the parents it created that are now empty;
-    never a folder that existed before the run started, nor one that holds more than Hydra's own files."""
+    """Remove the run folder Hydra created for this very command (in a sweep: the job's, then the sweep's once it
+    holds nothing but Hydra's multirun.yaml), and the parents it created that are now empty; never a folder that
+    existed before the command started, nor one that holds more than Hydra's own files."""
     if not _CREATED or not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
-    run_dir, *parents = _CREATED
-    if str(run_dir) != hydra.runtime.output_dir or not run_dir.is_dir():
+    made, *parents = _CREATED
+    job_dir = Path(hydra.runtime.output_dir)
+    if made not in (job_dir, job_dir.parent) or not _holds_only(
+        job_dir, {hydra.output_subdir, f"{hydra.job.name}.log"}
+    ):
         return
-    if any(p.name not in (hydra.output_subdir, f"{hydra.job.name}.log") for p in run_dir.iterdir()):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if made != job_dir:  # a sweep's job: the sweep's folder goes only once no other job left anything in it
+        if not _holds_only(made, {"multirun.yaml"}):
+            return
+        shutil.rmtree(made, ignore_errors=True)
     for folder in parents:
         try:
             folder.rmdir()
