@@ -5,6 +5,7 @@ keeps its traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -255,3 +256,21 @@ def test_the_transfer_models_default_size_is_its_weights_own() -> None:
     assert compose_config(conf, ["model=transfer"]).trainer.image_size == WEIGHTS_SIZE
     assert compose_config(conf, ["variant=transfer"]).trainer.image_size == WEIGHTS_SIZE
     assert compose_config(conf).trainer.image_size == 160  # the CNN's default is unchanged
+
+
+def test_the_throughput_benchmark_refuses_without_data_before_it_starts_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import feeds
+    import throughput
+
+    def started(*args: object) -> None:
+        raise AssertionError("a child process was started without the data")
+
+    monkeypatch.setattr(feeds, "ROOT", tmp_path)
+    monkeypatch.setattr(throughput, "run_isolated", started)
+    dataset = tmp_path / "data" / "raw" / "cats_and_dogs_filtered"
+    with pytest.raises(DataMissing, match=f"^{re.escape(str(dataset))} not found .*{re.escape(GET_DATA)}$"):
+        throughput.main(["--variants", "baseline", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
