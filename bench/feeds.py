@@ -12,9 +12,10 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from plan import ROOT
 
+from catdog.config import require_data
 from catdog.dataset import Split, batches, load_split
 
 PIPELINES = ("project", "reference", "bound")
@@ -31,6 +32,13 @@ class Feed:
 def data_path(cfg: DictConfig, key: str) -> Path:
     """A configured data path, taken relative to the repository root."""
     return ROOT / cfg.data[key]
+
+
+def check_data(cfg: DictConfig) -> None:
+    """Refuse, in one line and before any child process starts, a benchmark without the data set or the train
+    split it reads (under the repository root)."""
+    paths = {key: str(data_path(cfg, key)) for key in ("dataset_dir", "split_dir")}
+    require_data(OmegaConf.create(paths), ("train",))
 
 
 def train_split(cfg: DictConfig) -> Split:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +21,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from catdog.config import require_data  # noqa: E402
+from catdog.errors import reports_user_errors  # noqa: E402
 from catdog.files import write_json, write_text  # noqa: E402
-from catdog.loading import default_model, load_predictor  # noqa: E402
+from catdog.loading import default_model  # noqa: E402
 from catdog.manifests import read_manifest  # noqa: E402
-from catdog.predict import predict_files, project_config  # noqa: E402
+from catdog.predict import find_predictor, predict_files, project_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_IMAGES = 2
@@ -93,10 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--images, --batch-size and --repeats must be >= 1")
     cfg = project_config()
     model = args.model or default_model(cfg)
+    require_data(cfg.data, ("test",))
     files = test_files(cfg, args.images)
     if not files:
         raise SystemExit(f"{cfg.data.split_dir}/test.csv lists no images; run `dvc repro split` first")
-    predictor = load_predictor(model, cfg)
+    predictor = find_predictor(model, cfg)
     result = {
         "model": model,
         "images": len(files),
@@ -114,8 +116,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (RuntimeError, OSError) as exc:  # a missing model, store or split: one line, as src/predict.py says it
-        print(f"bench/predict.py: {exc}", file=sys.stderr)
-        sys.exit(2)
+    reports_user_errors(main)()  # a missing model, store or split: one line, as src/predict.py says it

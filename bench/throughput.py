@@ -17,14 +17,15 @@ import json
 import sys
 from pathlib import Path
 
-from feeds import PIPELINES, images_seen
-from plan import CELLS, PRECISION_CHOICES, ROOT, VARIANTS, overrides_for
+from feeds import PIPELINES, check_data, images_seen
+from plan import CELLS, PRECISION_CHOICES, ROOT, VARIANTS, overrides_for, variant_config
 from repro_log import repro_stats
 from results import TARGETS, meta, process_summary, summarize
 from tables import markdown
 from timing import run_isolated
 from tqdm import tqdm
 
+from catdog.errors import reports_user_errors
 from catdog.files import write_text
 
 # Re-exported for tests/test_bench.py, which imports this script by name.
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         results["meta"]["command"] += f"; tables rewritten by {' '.join(sys.argv)}"
         results["process"] = process_summary(results["variants"], repro, baseline)
     else:
+        check_data(variant_config(args.variants[0], args))
         with tqdm(total=len(args.variants) * len(CELLS) * args.repeats, desc="throughput", unit="cell") as bar:
             variants = {variant: run_isolated(variant, args, bar) for variant in args.variants}
         process = process_summary(variants, repro, baseline)
@@ -104,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    reports_user_errors(main)()

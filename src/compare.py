@@ -5,13 +5,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import reports_config_errors, validate
+from catdog.config import hydra_entry, require_data, validate
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@reports_config_errors
+@hydra_entry
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # before TensorFlow is imported
+    require_data(cfg.data, ("train", "test"))
     from catdog.compare import compare
 
     details = compare(cfg)

@@ -5,12 +5,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import reports_config_errors
+from catdog.config import hydra_entry
 from catdog.download import download_dataset
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@reports_config_errors
+@hydra_entry
 def main(cfg: DictConfig) -> None:
     data = cfg.data
     counts = download_dataset(

@@ -1,7 +1,7 @@
 """Label image files with the champion (or any model): `python src/predict.py photos/ cat.jpg out=preds.csv`.
 
 Prints `path<TAB>label<TAB>probability` per image; exit code 1 when any image could not be read, 2 on a usage
-or model error. See `catdog.predict` for the options.
+or model error (one line, `CATDOG_DEBUG=1` shows its traceback). See `catdog.predict` for the options.
 """
 
 import os

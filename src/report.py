@@ -1,29 +1,25 @@
 """DVC stage `report`: the whole study as one self-contained HTML page (reports/study.html), logged to the compare run."""
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from catdog.config import reports_config_errors, validate
+from catdog.config import hydra_entry, validate
 
 REPORT = "reports/study.html"
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@reports_config_errors
+@hydra_entry
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # before TensorFlow is imported
-    from catdog.compare import ModelLoadError
     from catdog.report import ReportInputMissing, write_report
     from catdog.report_runs import RunNotFound
 
     dest = OmegaConf.select(cfg, "report.html", default=REPORT)  # `+report.html=/tmp/study.html` to look first
     try:
         written = write_report(cfg, dest)
-    except (ReportInputMissing, RunNotFound, ModelLoadError) as exc:
-        print(f"report error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    except RunNotFound as exc:  # a run the report reads is not in the store: a missing input too
+        raise ReportInputMissing(str(exc)) from exc
     shown = f"{written.misclassified_shown} of {written.wrong_total}"
     print(
         f"report written to {written.path} ({shown} misclassified test images with Grad-CAM); "

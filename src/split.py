@@ -6,13 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from catdog import plots
-from catdog.config import reports_config_errors, validate
+from catdog.config import hydra_entry, validate
 from catdog.files import write_json
 from catdog.split import data_report, make_split
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@reports_config_errors
+@hydra_entry
 def main(cfg: DictConfig) -> None:
     validate(cfg)
     data = cfg.data

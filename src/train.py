@@ -3,13 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import name_sweep_job, reports_config_errors, validate
+from catdog.config import hydra_entry, name_sweep_job, require_data, validate
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-@reports_config_errors
+@hydra_entry
 def main(cfg: DictConfig) -> float:
     validate(cfg)  # before TensorFlow is imported: a mistyped value fails in about a second
+    require_data(cfg.data, ("train", "val"))  # and so does a fresh checkout before `dvc repro split`
     name_sweep_job(cfg)
     from catdog.training import train
 

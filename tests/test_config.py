@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF, REPO, run_entry
+from conftest import CONF, REPO, all_runs, run_entry
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -81,11 +81,13 @@ def test_unknown_option_lists_the_valid_ones() -> None:
 
 
 def test_train_refuses_bad_config_before_reading_data_or_opening_a_run(tmp_path: Path, isolated_mlflow) -> None:
-    result = run_entry("train.py", "variant=baseline", "trainer.epochs=0", cwd=tmp_path)
+    fresh = tmp_path / "fresh"  # tmp_path holds this test's store (isolated_mlflow)
+    fresh.mkdir()
+    result = run_entry("train.py", "variant=baseline", "trainer.epochs=0", cwd=fresh)
     assert result.returncode != 0
     assert "trainer.epochs: got 0; expected an integer >= 1" in result.stderr
-    assert not (tmp_path / "mlflow.db").exists()
-    assert not (tmp_path / "data").exists()
+    assert list(fresh.iterdir()) == []  # no data, no store, no Hydra run folder
+    assert all_runs() == []
 
 
 def test_a_bad_value_fails_in_one_line_before_tensorflow_is_imported(tmp_path: Path) -> None:

@@ -74,8 +74,11 @@ def expected(model: keras.Model, files: list[Path]) -> list[tuple[str, float]]:
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str], list[str]]:
-    """predict.py in-process: exit code, stdout lines, stderr lines."""
-    code = predict.main(argv)
+    """predict.py in-process: exit code, stdout lines, stderr lines (a refused command exits)."""
+    try:
+        code = predict.main(argv)
+    except SystemExit as refused:
+        code = refused.code
     out, err = capsys.readouterr()
     return code, out.splitlines(), err.splitlines()
 
@@ -222,7 +225,8 @@ def test_a_usage_error_names_the_problem(
     (workdir / "empty").mkdir()
     code, out, err = run(argv, capsys)
     assert code == 2 and out == []
-    assert problem in err[0] and err[1].startswith("usage: python src/predict.py")
+    assert len(err) == 1 and err[0].startswith("predict: ") and problem in err[0]
+    assert err[0].endswith(predict.USAGE)
 
 
 def photos(folder: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
-from catdog.config import ConfigError
+from catdog.config import ConfigError, DataMissing
 from catdog.manifests import read_manifest
 from catdog.split import data_report, make_split
 
@@ -124,7 +124,7 @@ def test_report_counts_and_majority_baseline(dataset: Path, tmp_path: Path) -> N
 
 
 def test_missing_data_set_says_which_stage_to_run(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="dvc repro download"):
+    with pytest.raises(DataMissing, match="dvc repro download"):
         split(tmp_path / "absent", tmp_path / "s")
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from catdog.compare_figures import draw_figures
 from catdog.config import tracking_uri, validate
 from catdog.dataset import Split, batches, configured_split
+from catdog.errors import UserError
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
 from catdog.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard
@@ -28,12 +29,14 @@ from catdog.study import study_run
 from catdog.tracking import log_split_inputs, source_tags
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A variant's model file is missing or unreadable."""
+
+    kind = "model error"
 
 
 def fix(variant: str, seed: int) -> str:
-    return f"run `dvc repro train@{study_run(variant, seed)}` (or `python src/train.py variant={variant} seed={seed}`)"
+    return f"run `dvc repro train@{study_run(variant, seed)}` (or `python src/train.py variant={variant} seed={seed} trainer.outputs=study`)"
 
 
 def model_file(cfg: DictConfig, variant: str, seed: int) -> Path:
@@ -133,11 +136,11 @@ def compare(cfg: DictConfig) -> dict:
     champion (picked by mean val accuracy over seeds) as its best-validation seed's model."""
     started = time.monotonic()
     validate(cfg)
-    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
-    for variant in variants:  # every run's model is there before anything is read or logged
+    for variant in variants:  # every run's model is there before anything is read, logged or connected to
         for seed in seeds:
             model_file(cfg, variant, seed)
+    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
     val = {v: validation_summary(per_seed[v]) for v in variants}
     champion = pick_champion(val)

@@ -1,21 +1,25 @@
-"""Config checks and project paths shared by every entry point."""
+"""Config checks, project paths and the wrapper of the Hydra entry points, shared by every entry point."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 import os
-import sys
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from catdog.errors import UserError, reports_user_errors
 
 PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
 LR_SCHEDULES = ("constant", "cosine")
@@ -29,12 +33,36 @@ SQLITE_FILE = "mlflow.db"
 DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config value is out of its allowed range; the message names the key and what is allowed."""
 
+    kind = "config error"
+    exit_code = 2
 
-class StoreError(RuntimeError):
+
+class StoreError(UserError, RuntimeError):
     """The tracking store cannot be used: the message names its URI, what it answered and what to do."""
+
+    kind = "tracking error"
+
+
+class DataMissing(UserError):
+    """Data a command reads is not there yet: the message names the file or folder and the command that makes it."""
+
+    kind = "data error"
+
+
+GET_DATA = "`dvc repro split` (or `python src/download.py && python src/split.py`)"
+
+
+def require_data(data: DictConfig, splits: Sequence[str]) -> None:
+    """Refuse, before TensorFlow is imported, a run whose data set or split manifests (`<split_dir>/<name>.csv`,
+    as `catdog.dataset` reads them) are not there: a fresh checkout has neither until `dvc repro split`."""
+    needed = [(Path(data.dataset_dir), "the data set is not downloaded")]
+    needed += [(Path(data.split_dir) / f"{name}.csv", f"no {name} manifest: the data is not split") for name in splits]
+    for path, what in needed:
+        if not path.exists():
+            raise DataMissing(f"{path.absolute()} not found ({what}); fetch and split the data with {GET_DATA}")
 
 
 def _is_int(value: Any) -> bool:
@@ -109,30 +137,69 @@ def project_root(start: Path | None = None) -> Path:
     return root
 
 
-def reports_config_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Wrap an entry point so a config mistake prints one line per problem and exits 2, and a tracking store that
-    cannot be used (absent, refusing these credentials) one line and exits 1, with no traceback
-    (`HYDRA_FULL_ERROR=1` shows it)."""
+class RefusedRunCleanup(Callback):
+    """Hydra makes a run's folder (outputs/<date>/<time>-<name>/, with .hydra/ and the log), or a sweep's
+    (multirun/<date>/<time>/), before the entry point runs: note the folders this command is about to create, so
+    that a refused command can remove them again (`remove_refused_run`). conf/config.yaml installs it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _note_created(str(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _note_created(str(config.hydra.sweep.dir))
+
+
+_CREATED: list[Path] = []  # the run (or sweep) folder this process's Hydra creates, then the parents it creates
+
+
+def _note_created(folder: str) -> None:
+    made = Path(os.path.abspath(folder))
+    _CREATED[:] = list(itertools.takewhile(lambda p: not p.exists(), (made, *made.parents)))
+
+
+def _holds_only(folder: Path, names: set[str]) -> bool:
+    return folder.is_dir() and all(p.name in names for p in folder.iterdir())
+
+
+def remove_refused_run() -> None:
+    """Remove the run folder Hydra created for this very command (in a sweep: the job's, then the sweep's once it
+    holds nothing but Hydra's multirun.yaml), and the parents it created that are now empty; never a folder that
+    existed before the command started, nor one that holds more than Hydra's own files."""
+    if not _CREATED or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    made, *parents = _CREATED
+    job_dir = Path(hydra.runtime.output_dir)
+    if made not in (job_dir, job_dir.parent) or not _holds_only(
+        job_dir, {hydra.output_subdir, f"{hydra.job.name}.log"}
+    ):
+        return
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if made != job_dir:  # a sweep's job: the sweep's folder goes only once no other job left anything in it
+        if not _holds_only(made, {"multirun.yaml"}):
+            return
+        shutil.rmtree(made, ignore_errors=True)
+    for folder in parents:
+        try:
+            folder.rmdir()
+        except OSError:  # another run's folder is in it
+            break
+
+
+def hydra_entry(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """The wrapper of every Hydra entry point: `catdog.errors.reports_user_errors` (a user's mistake in one line,
+    `HYDRA_FULL_ERROR=1` shows its traceback), with OmegaConf's mistakes (a missing key, a bad interpolation)
+    reported as config errors, and the run folder Hydra made for a refused command removed."""
 
     @functools.wraps(main)
-    def wrapper(cfg: DictConfig) -> Any:
+    def task(cfg: DictConfig) -> Any:
         try:
             return main(cfg)
-        except (ConfigError, OmegaConfBaseException) as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
+        except OmegaConfBaseException as exc:
             # OmegaConf adds the key and object type on lines of their own; its first line names the problem.
-            lines = str(exc).splitlines() if isinstance(exc, ConfigError) else str(exc).splitlines()[:1]
-            for line in lines:
-                print(f"config error: {line}", file=sys.stderr)
-            sys.exit(2)
-        except StoreError as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"tracking error: {exc}", file=sys.stderr)
-            sys.exit(1)
+            raise ConfigError((str(exc).splitlines() or [type(exc).__name__])[0]) from exc
 
-    return wrapper
+    return reports_user_errors(task, on_refusal=remove_refused_run)
 
 
 def swept_keys(argv: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from catdog.errors import UserError
 from catdog.files import CHUNK_BYTES, atomic_path
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,19 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class DownloadError(RuntimeError):
+AGAIN = "then run `dvc repro download` (or `python src/download.py`) again"
+
+
+class DownloadError(UserError, RuntimeError):
     """The archive could not be fetched from any source."""
 
+    kind = "download error"
 
-class ArchiveError(RuntimeError):
+
+class ArchiveError(UserError, RuntimeError):
     """The archive is damaged, unsafe, or does not hold the expected layout."""
+
+    kind = "download error"
 
 
 def mirror_source(env_var: str) -> str | None:
@@ -51,7 +59,10 @@ def fetch(url: str, target: Path, *, timeout_s: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_path(target) as tmp:
         expected = int(response.headers.get("Content-Length") or 0)
         received = 0
-        with open(tmp, "wb") as out, tqdm(total=expected or None, unit="B", unit_scale=True, desc=target.name) as bar:
+        with (
+            open(tmp, "wb") as out,
+            tqdm(total=expected or None, unit="B", unit_scale=True, desc=target.name, disable=None) as bar,
+        ):
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                 out.write(chunk)
                 received += len(chunk)
@@ -98,12 +109,12 @@ def safe_extract(archive: Path, target: Path) -> None:
             members = zf.infolist()
             for info in members:
                 _check_member(info, archive)
-            for info in tqdm(members, desc=f"extract {archive.name}", unit="file"):
+            for info in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=None):
                 zf.extract(info, staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     except (zipfile.BadZipFile, EOFError) as exc:
-        raise ArchiveError(f"{archive}: not a readable zip archive ({exc}); delete it and download again") from exc
+        raise ArchiveError(f"{archive}: not a readable zip archive ({exc})") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -157,7 +168,12 @@ def download_dataset(
     mirror = mirror_source(mirror_env)
     sources = [mirror] if mirror else list(urls)
     archive = raw_dir / "archive.zip"
-    used = fetch_with_retries(sources, archive, attempts=attempts, backoff_s=backoff_s, timeout_s=timeout_s)
+    try:
+        used = fetch_with_retries(sources, archive, attempts=attempts, backoff_s=backoff_s, timeout_s=timeout_s)
+    except DownloadError as exc:
+        if mirror:
+            raise
+        raise DownloadError(f"{exc}; check the network, or point {mirror_env} at a local copy of the archive") from exc
     log.info("fetched %s", used)
     extracted = raw_dir / "extracted"
     try:
@@ -166,7 +182,19 @@ def download_dataset(
         counts = check_layout(root, expected)
         shutil.rmtree(dataset_dir, ignore_errors=True)
         root.rename(dataset_dir)
+    except ArchiveError as exc:
+        source = f"{mirror_env}={os.environ.get(mirror_env, '').strip()}" if mirror else used
+        detail = str(exc).removeprefix(f"{archive}: ")  # a copy of `source`, already gone
+        raise ArchiveError(f"{source}: {detail}; {fix(mirror_env, mirror, urls)}") from exc
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
         archive.unlink(missing_ok=True)
     return counts
+
+
+def fix(mirror_env: str, mirror: str | None, urls: Sequence[str]) -> str:
+    """What to do about a bad archive: point the mirror at a copy of the real one, or download again."""
+    if mirror:
+        name = PurePosixPath(urllib.parse.urlsplit(urls[0]).path).name if urls else "the archive"
+        return f"point {mirror_env} at a copy of {name} (or unset it to download the archive), {AGAIN}"
+    return f"the download may be damaged: {AGAIN}"

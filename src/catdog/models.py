@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+from catdog.errors import UserError
 
 CHANNELS = 3
 BACKBONE = "backbone"
 HEAD = "head"
 NET = "net"
 SCALE = "scale_to_unit_range"
+# The input sizes Keras has MobileNetV2 ImageNet weights for.
+MOBILENET_SIZES = (96, 128, 160, 192, 224)
 
 
 def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
@@ -91,13 +98,37 @@ def build_transfer(
     dropout: float,
 ) -> keras.Model:
     """Frozen MobileNetV2 (run in inference mode) under the study's head."""
-    base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False, weights=weights)
+    try:
+        base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=alpha, include_top=False, weights=weights)
+    except Exception as exc:  # Keras' get_file raises a bare Exception("URL fetch failure on ...")
+        cached = imagenet_weights_file(alpha, input_shape[0])
+        if weights != "imagenet" or cached.is_file():
+            raise
+        raise WeightsMissing(
+            f"ImageNet weights for MobileNetV2 at {input_shape[0]} px not found: Keras looked for {cached} and could "
+            f"not download it ({str(exc).strip().splitlines()[0]}); set KERAS_HOME to a folder whose models/ holds "
+            "that file, or allow the download (or train on random weights: model.net.weights=null)"
+        ) from exc
     backbone = keras.Model(base.input, base.output, name=BACKBONE)
     backbone.trainable = False
     head = transfer_head(tuple(backbone.output.shape[1:]), num_classes, filters, kernel_size, conv_dropout, dropout)
     inputs = keras.Input(input_shape)
     features = backbone(inputs, training=False)
     return keras.Model(inputs, head(features), name=NET)
+
+
+class WeightsMissing(UserError):
+    """The backbone's pretrained weights are neither in Keras' cache nor downloadable."""
+
+    kind = "model error"
+
+
+def imagenet_weights_file(alpha: float, size: int) -> Path:
+    """Where Keras keeps MobileNetV2's ImageNet weights without the top (`$KERAS_HOME/models/`, else
+    `~/.keras/models/`); one file per input size it has weights for, the 224 px ones for any other size."""
+    rows = size if size in MOBILENET_SIZES else 224
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    return home / "models" / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
@@ -110,7 +141,12 @@ def build_model(cfg: DictConfig, num_classes: int) -> keras.Model:
     scale = preprocessing(cfg.model.preprocess)
     if scale is not None:
         x = scale(x)
-    net = instantiate(cfg.model.net, input_shape=(size, size, CHANNELS), num_classes=num_classes)
+    try:
+        net = instantiate(cfg.model.net, input_shape=(size, size, CHANNELS), num_classes=num_classes)
+    except InstantiationException as exc:  # Hydra wraps what the builder raised: a user's mistake stays one
+        if isinstance(exc.__cause__, UserError):
+            raise exc.__cause__  # noqa: B904 (its own cause, the builder's failure, is kept)
+        raise
     # A sweep job's name holds its overrides (`=`, `,`), which Keras refuses in a model's name.
     return keras.Model(inputs, net(x), name=re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.name))
 

@@ -9,17 +9,31 @@ from functools import partial
 import keras
 import tensorflow as tf
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from catdog.checkpoints import Checkpoints, EpochEnd, State, restore_seed_states
 from catdog.dataset import EpochClock, Split, batches, features
+from catdog.errors import UserError
 from catdog.models import build_model, frozen_parts, unfreeze_backbone
 from catdog.outputs import MONITOR
 from catdog.tracking import log_pending_epochs
 
+LEARNING_RATE = "optimizer.learning_rate"
+FINE_TUNE_RATE = "model.fine_tune.learning_rate"
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+
+class TrainingDiverged(UserError, RuntimeError):
+    """The loss became NaN or infinite: the message names the run and the learning rate to lower."""
+
+    kind = "training error"
+
+
+def diverged(cfg: DictConfig, epoch: int, rate_key: str) -> TrainingDiverged:
+    rate = OmegaConf.select(cfg, rate_key)
+    return TrainingDiverged(
+        f"run {cfg.name!r}: the loss became non-finite in epoch {epoch} with {rate_key}={rate:g}; lower it "
+        f"(e.g. `{rate_key}={rate / 10:g}`) and run the command again"
+    )
 
 
 def steps_per_epoch(cfg: DictConfig, data: dict[str, Split]) -> int:
@@ -53,8 +67,11 @@ def fit_phase(
     clock: EpochClock,
     epochs: int,
     callback: EpochEnd,
+    cfg: DictConfig,
+    rate_key: str = LEARNING_RATE,
 ) -> None:
-    """Fit from the epochs done up to `epochs`, `clock` telling `train` which epoch's order to serve."""
+    """Fit from the epochs done up to `epochs`, `clock` telling `train` which epoch's order to serve; a loss gone
+    non-finite blames `rate_key`."""
     # With EMA, the averaged weights are swapped in before validation and stay in while the epoch is checkpointed.
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if model.optimizer.use_ema else []
     # No steps_per_epoch: Keras then starts a new pass over `train` each epoch (with it, one pass would run on
@@ -69,7 +86,7 @@ def fit_phase(
         verbose=2,
     )
     if callback.diverged:
-        raise TrainingDiverged(f"loss became non-finite in epoch {callback.state.epochs_done + 1}")
+        raise diverged(cfg, callback.state.epochs_done + 1, rate_key)
 
 
 def inputs(
@@ -105,9 +122,9 @@ def run_phases(
         # The head's variables are the model's trainable ones: sharing the model's optimizer puts the head's
         # optimizer state (step count, moments, weight average) into the model's checkpoints, so a resume keeps it.
         compile_model(head, cfg, model.optimizer)
-        fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model))
+        fit_phase(head, *inputs(cfg, data, extractor), t.epochs, epoch_end(saved=model), cfg)
     elif state.phase == 0:
-        fit_phase(model, *inputs(cfg, data), t.epochs, epoch_end())
+        fit_phase(model, *inputs(cfg, data), t.epochs, epoch_end(), cfg)
     fine_tune = cfg.model.get("fine_tune")
     if not (fine_tune and fine_tune.enabled):
         return
@@ -117,7 +134,7 @@ def run_phases(
         optimizer = make_optimizer(cfg, fine_tune.epochs * steps_per_epoch(cfg, data), fine_tune.learning_rate)
         compile_model(model, cfg, optimizer)
         state.phase, state.phase_start = 1, state.epochs_done
-    fit_phase(model, *inputs(cfg, data), state.phase_start + fine_tune.epochs, epoch_end())
+    fit_phase(model, *inputs(cfg, data), state.phase_start + fine_tune.epochs, epoch_end(), cfg, FINE_TUNE_RATE)
 
 
 def restore_best(model: keras.Model, checkpoints: Checkpoints, state: State) -> None:

@@ -20,8 +20,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from catdog.errors import UserError, reports_user_errors
 from catdog.files import write_text
-from catdog.loading import IMAGE_COLUMN, ModelNotFound, Predictor, default_model, first_line, load_predictor
+from catdog.loading import IMAGE_COLUMN, ModelNotFound, Predictor, default_model, load_predictor
 from catdog.study import compose_config
 
 USAGE = "usage: python src/predict.py PATH... [model=URI|FILE.keras] [out=preds.csv|preds.json] [batch_size=N]"
@@ -32,8 +33,18 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 COLUMNS = ("path", "label", "probability", "error")
 
 
-class UsageError(ValueError):
+class PredictError(UserError):
+    """The model cannot be used: not found, not loadable, not an image classifier."""
+
+    kind = "predict"
+    exit_code = 2
+
+
+class UsageError(PredictError, ValueError):
     """The command line is wrong: an unknown option, a bad value, a path that is not there, no images."""
+
+    def line(self) -> str:
+        return f"{super().line()}; {USAGE}"
 
 
 @dataclass(frozen=True)
@@ -127,21 +138,22 @@ def write_rows(out: Path, rows: list[dict]) -> None:
     write_text(out, buffer.getvalue())
 
 
-def main(argv: list[str]) -> int:
-    """Exit code 0 when every image got a label, 1 when any could not be read, 2 on a usage or model error."""
+def find_predictor(spec: str | None, cfg: DictConfig) -> Predictor:
+    """`load_predictor` for `spec` (default: the registry's champion), a model it cannot find a `PredictError`."""
     try:
-        args = parse_args(argv)
-        files, folders = image_files(args.paths)
-        cfg = project_config()
-        predictor = load_predictor(args.model or default_model(cfg), cfg)
-    except (UsageError, ModelNotFound) as exc:
-        print(f"predict: {exc}", file=sys.stderr)
-        if isinstance(exc, UsageError):
-            print(USAGE, file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # catdog.store.TrackingUnavailable: the tracking server does not answer
-        print(f"predict: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return load_predictor(spec or default_model(cfg), cfg)
+    except ModelNotFound as exc:
+        raise PredictError(str(exc)) from exc
+
+
+@reports_user_errors
+def main(argv: list[str]) -> int:
+    """Exit code 0 when every image got a label, 1 when any could not be read; a usage or model error is reported in
+    one line with exit code 2 (a tracking server that does not answer: 1)."""
+    args = parse_args(argv)
+    files, folders = image_files(args.paths)
+    cfg = project_config()
+    predictor = find_predictor(args.model, cfg)
     rows = predict_files(files, predictor, args.batch_size, progress=folders)
     for row in rows:
         print(line(row))

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from catdog import report_sections as sections
 from catdog.config import tracking_uri, validate
+from catdog.errors import UserError
 from catdog.files import write_text
 from catdog.manifests import data_version
 from catdog.outputs import Outputs
@@ -43,8 +44,10 @@ TITLE = "Cats vs dogs: the study"
 REFERENCE = "baseline"
 
 
-class ReportInputMissing(RuntimeError):
+class ReportInputMissing(UserError, RuntimeError):
     """A file the report reads is not there: the stage that writes it has not run."""
+
+    kind = "report error"
 
 
 @dataclass(frozen=True)

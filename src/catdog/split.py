@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from catdog.config import ConfigError
+from catdog.config import ConfigError, DataMissing
 from catdog.files import sha256_file
 from catdog.manifests import MANIFEST_FIELDS, Entry, class_counts, majority_class, write_csv, write_settings
 
@@ -41,7 +41,7 @@ def scan(dataset_dir: Path, folder: str, classes: Sequence[str]) -> tuple[list[E
     entries: list[Entry] = []
     rejects: list[Reject] = []
     files = [(cls, p) for cls in classes for p in sorted((dataset_dir / folder / cls).iterdir()) if p.is_file()]
-    for cls, path in tqdm(files, desc=f"check {folder}", unit="img"):
+    for cls, path in tqdm(files, desc=f"check {folder}", unit="img", disable=None):
         rel = path.relative_to(dataset_dir).as_posix()
         reason = inspect_image(path)
         if reason:
@@ -147,8 +147,13 @@ def make_split(
     A split leaving any class fewer than `min_holdout_per_class` images in val or in test raises ConfigError
     before any file is written.
     """
-    if not dataset_dir.is_dir():
-        raise FileNotFoundError(f"{dataset_dir}: data set not found; run `dvc repro download` first")
+    for folder in [dataset_dir] + [dataset_dir / f / c for f in (train_folder, holdout_folder) for c in classes]:
+        if not folder.is_dir():
+            why = "the data set is not downloaded" if folder == dataset_dir else "missing from the data set"
+            raise DataMissing(
+                f"{folder.absolute()} not found ({why}); fetch the data set with `dvc repro download` "
+                "(or `python src/download.py`), then split it"
+            )
     train, train_rejects = scan(dataset_dir, train_folder, classes)
     holdout, holdout_rejects = scan(dataset_dir, holdout_folder, classes)
     holdout, duplicate_rejects = drop_cross_split_duplicates(train, holdout)
