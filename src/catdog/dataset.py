@@ -50,7 +50,7 @@ def decode_images(files: list[str], image_size: int, desc: str) -> np.ndarray:
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.map(lambda p: _decode(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     out = np.empty((len(files), image_size, image_size, CHANNELS), dtype=np.uint8)
-    with tqdm(total=len(files), desc=desc, unit="img") as bar:
+    with tqdm(total=len(files), desc=desc, unit="img", disable=None) as bar:
         start = 0
         for batch in ds.batch(DECODE_BATCH).prefetch(tf.data.AUTOTUNE):
             out[start : start + len(batch)] = batch.numpy()

@@ -17,13 +17,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from catdog.errors import UserError
 
-class SecretFileError(RuntimeError):
+
+class SecretFileError(UserError):
     """A secret file exists but holds no secret: the message names it and what to do."""
 
+    kind = "team server error"
 
-class StateFileError(RuntimeError):
+
+class StateFileError(UserError):
     """A server's state file cannot be read: the message names it and what to do."""
+
+    kind = "team server error"
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ import re
 import sys
 from pathlib import Path
 
+from catdog.errors import UserError
 from catdog.loopback import (
     SecretFileError,
     StateFileError,
@@ -49,8 +50,10 @@ BUCKETS = ("mlflow", "dvc")
 USERNAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]*")
 
 
-class TeamServerError(RuntimeError):
+class TeamServerError(UserError):
     """A team-server command cannot do what was asked: the message says what is wrong and what to do."""
+
+    kind = "team server error"
 
 
 def default_folder() -> Path:
