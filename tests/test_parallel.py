@@ -48,21 +48,21 @@ def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data
         "--multirun",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "seed=1,2,3,4",
+        "seed=1,2",
         *overrides,
         cwd=split_data,
         env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = all_runs()
-    assert sorted(r.info.run_name for r in found) == [f"cnn-augment_off-seed={s}" for s in (1, 2, 3, 4)]
-    assert {r.data.params["seed"] for r in found} == {"1", "2", "3", "4"}
+    assert sorted(r.info.run_name for r in found) == [f"cnn-augment_off-seed={s}" for s in (1, 2)]
+    assert {r.data.params["seed"] for r in found} == {"1", "2"}
     assert all(r.info.status == "FINISHED" for r in found)
     # Two jobs at a time share this machine's cores: each TensorFlow gets its half.
     assert {r.data.tags["tf_threads"] for r in found} == {str(max(1, available_cores() // 2))}
     assert overlapping([(r.info.start_time, r.info.end_time) for r in found]), "no two jobs ran at the same time"
     models = sorted((split_data / "multirun").rglob("model.keras"))
-    assert len({m.parent for m in models}) == 4
+    assert len({m.parent for m in models}) == 2
     assert not (split_data / "models").exists(), "a sweep job wrote the study's outputs"
 
 

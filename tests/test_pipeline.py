@@ -309,6 +309,8 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
             name,
             "-S",
             f"variants.baseline.trainer.epochs={epochs}",
+            "-S",
+            "study.variants=[baseline]",  # compare and report on the one model the queue is about
             cwd=root,
             env=env,
         )

@@ -29,7 +29,7 @@ from catdog.store import TrackingUnavailable, check_reachable
 from catdog.tracking import flat_params
 from catdog.training import train
 
-PARALLEL_RUNS = 4
+PARALLEL_RUNS = 3  # writers racing for SQLite's one write lock
 
 
 @pytest.fixture
