@@ -215,6 +215,18 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
 
+# The groups that each hold one worker longest go first, so the other worker takes the rest beside them.
+FIRST_GROUPS = ("pipeline", "team")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        groups = [m.args[0] for m in item.iter_markers("xdist_group") if m.args]
+        return next((FIRST_GROUPS.index(g) for g in groups if g in FIRST_GROUPS), len(FIRST_GROUPS))
+
+    items.sort(key=rank)  # stable: collection order within each rank
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("requires"):
         missing = [why for name in marker.args if (why := _missing_engine(name))]
