@@ -116,16 +116,7 @@ def test_a_wrong_layout_names_the_folder_and_both_counts(tmp_path: Path) -> None
     next((dataset / "validation" / "dogs").iterdir()).unlink()
     archive = zip_folder(dataset, tmp_path / "a.zip")
     with pytest.raises(ArchiveError, match=r"validation/dogs: expected 8 images, found 7"):
-        download_dataset(
-            [archive.as_uri()],
-            MIRROR_ENV,
-            tmp_path / "raw",
-            tmp_path / "raw" / "dataset",
-            EXPECTED,
-            attempts=1,
-            backoff_s=0,
-            timeout_s=5,
-        )
+        run_download(tmp_path, [archive.as_uri()], attempts=1)
     assert not (tmp_path / "raw" / "dataset").exists()
 
 
@@ -136,16 +127,7 @@ def test_a_missing_class_folder_is_named(tmp_path: Path) -> None:
     (dataset / "train" / "cats").rmdir()
     archive = zip_folder(dataset, tmp_path / "a.zip")
     with pytest.raises(ArchiveError, match=r"train/cats: missing folder"):
-        download_dataset(
-            [archive.as_uri()],
-            MIRROR_ENV,
-            tmp_path / "raw",
-            tmp_path / "raw" / "dataset",
-            EXPECTED,
-            attempts=1,
-            backoff_s=0,
-            timeout_s=5,
-        )
+        run_download(tmp_path, [archive.as_uri()], attempts=1)
 
 
 @pytest.mark.parametrize("entry", ["../evil.txt", "cats_and_dogs_filtered/../../evil.txt", "/tmp/evil.txt"])

@@ -56,19 +56,26 @@ def programs() -> dict[str, str]:
     return found
 
 
+def defaults(folder: Path, port: int) -> list[str]:
+    """The [DEFAULT] section every server's config shares: loopback, one process, no syslog."""
+    return [
+        "[DEFAULT]",
+        f"swift_dir = {folder}",
+        "bind_ip = 127.0.0.1",
+        f"bind_port = {port}",
+        "workers = 0",
+        f"user = {getpass.getuser()}",
+        f"log_address = {folder / 'no-syslog'}",
+        "log_level = WARNING",
+    ]
+
+
 def server_conf(folder: Path, kind: str, port: int) -> str:
     return "\n".join(
         [
-            "[DEFAULT]",
-            f"swift_dir = {folder}",
+            *defaults(folder, port),
             f"devices = {folder / 'devices'}",
             "mount_check = false",
-            "bind_ip = 127.0.0.1",
-            f"bind_port = {port}",
-            "workers = 0",
-            f"user = {getpass.getuser()}",
-            f"log_address = {folder / 'no-syslog'}",
-            "log_level = WARNING",
             "[pipeline:main]",
             f"pipeline = {kind}-server",
             f"[app:{kind}-server]",
@@ -86,14 +93,7 @@ def proxy_conf(folder: Path, port: int, memcached_port: int, secret: str) -> str
     )
     return "\n".join(
         [
-            "[DEFAULT]",
-            f"swift_dir = {folder}",
-            "bind_ip = 127.0.0.1",
-            f"bind_port = {port}",
-            "workers = 0",
-            f"user = {getpass.getuser()}",
-            f"log_address = {folder / 'no-syslog'}",
-            "log_level = WARNING",
+            *defaults(folder, port),
             "[pipeline:main]",
             f"pipeline = {pipeline}",
             "[app:proxy-server]",
