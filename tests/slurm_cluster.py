@@ -135,7 +135,7 @@ def cancel_jobs(env: dict[str, str], timeout_s: float = 20) -> None:
     subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+        queue = subprocess.run(["squeue", "-h", "-t", "PD,R,CG"], env=env, capture_output=True, text=True)
         if queue.returncode != 0 or not queue.stdout.strip():
             break
         time.sleep(0.5)
