@@ -242,18 +242,10 @@ SESSION_MARK = "CATDOG_TEST_SESSION"
 
 def _left_running() -> list[str]:
     """Processes this test session started (they carry its mark in their environment) that still run."""
-    mark = f"{SESSION_MARK}={os.environ.get(SESSION_MARK)}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if mark in (proc / "environ").read_bytes().split(b"\0"):
-                args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                found.append(f"{proc.name} {args[:200]}")
-        except OSError:  # gone, or not ours to read
-            continue
-    return found
+    from processes import carrying
+
+    mark = f"{SESSION_MARK}={os.environ.get(SESSION_MARK)}"
+    return [f"{pid} {b' '.join(argv).decode(errors='replace')[:200]}" for pid, argv in carrying(mark)]
 
 
 @pytest.hookimpl(wrapper=True)

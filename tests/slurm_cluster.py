@@ -13,9 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from processes import carrying
+
 from catdog.loopback import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
+DAEMON_PROGRAMS = (b"munged", b"slurmctld", b"slurmd")
 
 
 def missing() -> str | None:
@@ -139,15 +142,7 @@ def cancel_jobs(env: dict[str, str], timeout_s: float = 20) -> None:
         if queue.returncode != 0 or not queue.stdout.strip():
             break
         time.sleep(0.5)
-    mark = f"SLURM_CONF={env['SLURM_CONF']}".encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if mark in (proc / "environ").read_bytes().split(b"\0") and not is_daemon(proc):
-                    os.kill(int(proc.name), 9)
-
-
-def is_daemon(proc: Path) -> bool:
-    """One of the cluster's own daemons (stopped by the fixture in order)."""
-    name = (proc / "cmdline").read_bytes().split(b"\0")[0].rsplit(b"/", 1)[-1]
-    return name in (b"munged", b"slurmctld", b"slurmd")
+    for pid, argv in carrying(f"SLURM_CONF={env['SLURM_CONF']}"):
+        if argv and argv[0].rsplit(b"/", 1)[-1] not in DAEMON_PROGRAMS:  # the fixture stops those in order
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
