@@ -1,6 +1,6 @@
 """The benchmark's three input pipelines, each repeating forever, and how many images a number of steps covers.
 
-project: the project's cached uint8 split served by `catdog.dataset.batches`. reference: the original study's
+project: the project's cached uint8 split served by `catdog.data.dataset.batches`. reference: the original study's
 `image_dataset_from_directory`, decoding the JPEGs every epoch. bound: one float32 batch already in memory.
 """
 
@@ -15,8 +15,8 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 from plan import ROOT
 
-from catdog.config import require_data
-from catdog.dataset import Split, batches, load_split
+from catdog.data.dataset import Split, batches, load_split
+from catdog.data.require import require_data
 
 PIPELINES = ("project", "reference", "bound")
 

@@ -21,9 +21,9 @@ import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 
-from catdog.models import build_model  # noqa: E402
-from catdog.serving import requirements  # noqa: E402
-from catdog.study import compose_config  # noqa: E402
+from catdog.settings.params import compose_config  # noqa: E402
+from catdog.tracking.registry import requirements  # noqa: E402
+from catdog.train.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

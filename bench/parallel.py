@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from catdog.files import write_text
-from catdog.threads import available_cores
+from catdog.common.files import write_text
+from catdog.common.machine import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 

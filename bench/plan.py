@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from catdog.precision import resolve
-from catdog.study import compose_config
+from catdog.settings.params import compose_config
+from catdog.train.precision import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "augmented", "scaled", "transfer")

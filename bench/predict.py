@@ -21,12 +21,12 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from catdog.config import require_data  # noqa: E402
-from catdog.errors import reports_user_errors  # noqa: E402
-from catdog.files import write_json, write_text  # noqa: E402
-from catdog.loading import default_model  # noqa: E402
-from catdog.manifests import read_manifest  # noqa: E402
-from catdog.predict import find_predictor, predict_files, project_config  # noqa: E402
+from catdog.common.errors import reports_user_errors  # noqa: E402
+from catdog.common.files import write_json, write_text  # noqa: E402
+from catdog.data.manifests import read_manifest  # noqa: E402
+from catdog.data.require import require_data  # noqa: E402
+from catdog.predict.label_files import find_predictor, predict_files, project_config  # noqa: E402
+from catdog.predict.loading import default_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_IMAGES = 2

@@ -15,7 +15,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 from plan import is_cnn
 
-from catdog.precision import native_bf16
+from catdog.train.precision import native_bf16
 
 TARGETS = {
     "min_project_over_reference": 2.5,  # CNN variants only, a in the study's precision

@@ -1,6 +1,6 @@
 """Training throughput (images/s) of each study variant through three input pipelines, checked against targets.
 
-project (a): the project's cached uint8 split served by `catdog.dataset.batches`, in the precision the study trains
+project (a): the project's cached uint8 split served by `catdog.data.dataset.batches`, in the precision the study trains
 the variant in (its `trainer.precision`) or the one `--precision` forces. reference (b): the original study's
 `image_dataset_from_directory`, decoding the JPEGs every epoch, in float32 and for CNN models a float64 first
 Conv2D. bound (c): the project's model stepping over one float32 batch already in memory, i.e. the compute bound, in
@@ -25,8 +25,8 @@ from tables import markdown
 from timing import run_isolated
 from tqdm import tqdm
 
-from catdog.errors import reports_user_errors
-from catdog.files import write_text
+from catdog.common.errors import reports_user_errors
+from catdog.common.files import write_text
 
 # Re-exported for tests/test_bench.py, which imports this script by name.
 __all__ = ["CELLS", "PIPELINES", "images_seen", "main", "markdown", "meta", "overrides_for", "parse_args"]

@@ -22,10 +22,10 @@ from plan import CELLS, cell_precisions, is_cnn, project_precision, variant_conf
 from results import summarize
 from tqdm import tqdm
 
-from catdog.models import NET, build_model
-from catdog.phases import compile_model, make_optimizer
-from catdog.precision import policy
-from catdog.training import seed_everything
+from catdog.train.fit import compile_model, make_optimizer
+from catdog.train.models import NET, build_model
+from catdog.train.precision import policy
+from catdog.train.run import seed_everything
 
 
 def float64_first_conv(model: keras.Model) -> keras.Model:

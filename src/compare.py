@@ -5,7 +5,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import hydra_entry, require_data, validate
+from catdog.data.require import require_data
+from catdog.settings.checks import validate
+from catdog.settings.hydra_app import hydra_entry
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -13,7 +15,7 @@ from catdog.config import hydra_entry, require_data, validate
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # before TensorFlow is imported
     require_data(cfg.data, ("train", "test"))
-    from catdog.compare import compare
+    from catdog.compare.stage import compare
 
     details = compare(cfg)
     print(Path(cfg.compare.leaderboard).read_text(encoding="utf-8"))

@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import hydra_entry
-from catdog.download import download_dataset
+from catdog.data.download import download_dataset
+from catdog.settings.hydra_app import hydra_entry
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -3,7 +3,8 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from catdog.config import hydra_entry, validate
+from catdog.settings.checks import validate
+from catdog.settings.hydra_app import hydra_entry
 
 REPORT = "reports/study.html"
 
@@ -12,8 +13,8 @@ REPORT = "reports/study.html"
 @hydra_entry
 def main(cfg: DictConfig) -> None:
     validate(cfg)  # before TensorFlow is imported
-    from catdog.report import ReportInputMissing, write_report
-    from catdog.report_runs import RunNotFound
+    from catdog.report.build import ReportInputMissing, write_report
+    from catdog.report.runs import RunNotFound
 
     dest = OmegaConf.select(cfg, "report.html", default=REPORT)  # `+report.html=/tmp/study.html` to look first
     try:

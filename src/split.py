@@ -5,10 +5,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from catdog import plots
-from catdog.config import hydra_entry, validate
-from catdog.files import write_json
-from catdog.split import data_report, make_split
+from catdog.common import plots
+from catdog.common.files import write_json
+from catdog.data.split import data_report, make_split
+from catdog.settings.checks import validate
+from catdog.settings.hydra_app import hydra_entry
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

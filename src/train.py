@@ -3,7 +3,9 @@
 import hydra
 from omegaconf import DictConfig
 
-from catdog.config import hydra_entry, name_sweep_job, require_data, validate
+from catdog.data.require import require_data
+from catdog.settings.checks import validate
+from catdog.settings.hydra_app import hydra_entry, name_sweep_job
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -12,7 +14,7 @@ def main(cfg: DictConfig) -> float:
     validate(cfg)  # before TensorFlow is imported: a mistyped value fails in about a second
     require_data(cfg.data, ("train", "val"))  # and so does a fresh checkout before `dvc repro split`
     name_sweep_job(cfg)
-    from catdog.training import train
+    from catdog.train.run import train
 
     metrics = train(cfg)
     print(f"{cfg.name}: best val accuracy {metrics['best_val_accuracy']:.4f} after {metrics['epochs_run']} epochs")

@@ -22,10 +22,14 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from catdog.study import compose_config
+from catdog.settings.params import compose_config
+from catdog.settings.project import PROJECT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+# Tests run in temporary folders: where no params.yaml is above the working directory, this checkout is the project
+# (a copied project, as the pipeline tests make, is found from its own folder first).
+os.environ.setdefault(PROJECT_ENV, str(REPO))
 KERAS_WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 TINY_SIZE = 32
 # The study's transfer size: Keras keeps one ImageNet checkpoint per input size, and .ci/run seeds this one only.
@@ -131,7 +135,7 @@ def isolated_mlflow(
 def split_data(workdir: Path) -> Path:
     """A tiny data set, downloaded-layout, split into manifests under the working folder (with the study's split
     settings, which training checks against its config)."""
-    from catdog.split import make_split
+    from catdog.data.split import make_split
 
     dataset = make_dataset(workdir / "data" / "raw")
     split_dir = workdir / "data" / "split"
@@ -177,11 +181,11 @@ def all_runs() -> list:
 def _missing_engine(name: str) -> str | None:
     """Why the real engine `name` cannot run here, or None."""
     if name == "postgres":
-        from catdog.pg import bin_dir
+        from catdog.team.postgres import bin_dir
 
         probe = bin_dir
     elif name == "swift":
-        from catdog.swift import programs
+        from catdog.team.swift import programs
 
         probe = programs
     elif name == "slurm":

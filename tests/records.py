@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from catdog.files import sha256_file
+from catdog.common.files import sha256_file
 
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy"}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from processes import carrying
 
-from catdog.loopback import free_port
+from catdog.team.loopback import free_port
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
 DAEMON_PROGRAMS = (b"munged", b"slurmctld", b"slurmd")

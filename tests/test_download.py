@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import CLASS_COLOURS, TINY_COUNTS, make_dataset, zip_folder
 
-from catdog.download import ArchiveError, DownloadError, download_dataset, mirror_source, safe_extract
+from catdog.data.download import ArchiveError, DownloadError, download_dataset, mirror_source, safe_extract
 
 EXPECTED = {folder: {cls: n for cls in CLASS_COLOURS} for folder, n in TINY_COUNTS.items()}
 MIRROR_ENV = "CATDOG_TEST_MIRROR"

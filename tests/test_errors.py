@@ -22,11 +22,12 @@ from conftest import (
     tiny_overrides,
 )
 
-from catdog.config import ConfigError, DataMissing, StoreError
-from catdog.download import ArchiveError, DownloadError
-from catdog.errors import UserError, one_line, reports_user_errors
-from catdog.predict import PredictError, UsageError
-from catdog.store import TrackingServerError, TrackingUnavailable
+from catdog.common.errors import UserError, one_line, reports_user_errors
+from catdog.data.download import ArchiveError, DownloadError
+from catdog.data.require import DataMissing
+from catdog.predict.label_files import PredictError, UsageError
+from catdog.settings.checks import ConfigError
+from catdog.tracking.connect import StoreError, TrackingServerError, TrackingUnavailable
 
 GET_DATA = "`dvc repro split` (or `python src/download.py && python src/split.py`)"
 LIMIT_S = 5
@@ -44,7 +45,7 @@ def refusal(result: subprocess.CompletedProcess, code: int = 1, *, tensorflow: b
 
 def our_lines(stderr: str) -> list[str]:
     """stderr without what TensorFlow (absl) and MLflow's store set-up print, and without the decode progress bars
-    (`catdog.dataset.decode_images`: on stderr whether or not it is a terminal)."""
+    (`catdog.data.dataset.decode_images`: on stderr whether or not it is a terminal)."""
     noise = ("I0000 ", "E0000 ", "W0000 ", "WARNING: All log messages", "To enable the following", "decode ")
     lines = [line for line in stderr.splitlines() if line.strip()]
     return [line for line in lines if not line.startswith(noise) and " INFO mlflow." not in line]
@@ -115,7 +116,7 @@ def test_the_debug_variables_show_the_traceback(fresh: Path, no_tensorflow: dict
     for variable in ("CATDOG_DEBUG", "HYDRA_FULL_ERROR"):
         result = run_entry("train.py", cwd=fresh, env={**no_tensorflow, variable: "1"})
         assert result.returncode == 1 and "Traceback" in result.stderr, variable
-        assert "catdog.config.DataMissing" in result.stderr
+        assert "catdog.data.require.DataMissing" in result.stderr
 
 
 def test_a_refused_command_never_removes_a_folder_it_did_not_create(fresh: Path, no_tensorflow: dict[str, str]) -> None:
@@ -250,7 +251,7 @@ def test_transfer_without_its_weights_offline_says_which_file_and_how_to_provide
 
 
 def test_the_transfer_models_default_size_is_its_weights_own() -> None:
-    from catdog.study import compose_config
+    from catdog.settings.params import compose_config
 
     conf = REPO / "conf"
     assert compose_config(conf, ["model=transfer"]).trainer.image_size == WEIGHTS_SIZE

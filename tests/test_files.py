@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from catdog import files
-from catdog.files import atomic_path, write_text
+from catdog.common import files
+from catdog.common.files import atomic_path, write_text
 
 # Not the usual 0o022, so a mode that ignores the umask, or hard-codes the common one, shows.
 TEST_UMASK = 0o027

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import CONF
 
-from catdog.gradcam import gradcam, overlay, split_at_target
-from catdog.models import build_model
-from catdog.study import compose_config
+from catdog.report.gradcam import gradcam, overlay, split_at_target
+from catdog.settings.params import compose_config
+from catdog.train.models import build_model
 
 SIZE, PATCH = 32, 8
 COLOURS = np.array([[255, 40, 40], [40, 255, 40]], np.uint8)  # class 0: a red patch; class 1: a green one

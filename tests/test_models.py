@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import CONF
 
-from catdog.models import build_model, parameter_counts, preprocessing, unfreeze_backbone
-from catdog.study import compose_config
+from catdog.settings.params import compose_config
+from catdog.train.models import build_model, parameter_counts, preprocessing, unfreeze_backbone
 
 STUDY_SIZE = 160
 # Conv 3x3x3x32 + Conv 3x3x32x32 + Dense(38*38*32 -> 64) + Dense(64 -> 2), at 160x160.

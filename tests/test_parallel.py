@@ -11,9 +11,10 @@ import pytest
 import slurm_cluster
 from conftest import CONF, all_runs, run_entry, tiny_overrides
 
-from catdog.config import ConfigError, validate
-from catdog.study import compose_config
-from catdog.threads import THREADS_ENV, available_cores, thread_count
+from catdog.common.machine import available_cores
+from catdog.settings.checks import ConfigError, validate
+from catdog.settings.params import compose_config
+from catdog.train.threads import THREADS_ENV, thread_count
 
 
 def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,10 +22,10 @@ from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
 
-from catdog import swift
-from catdog.dataset import load_split
-from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
-from catdog.report_sections import TITLES
+from catdog.data.dataset import load_split
+from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
+from catdog.report.sections import TITLES
+from catdog.team import swift
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
@@ -256,7 +256,7 @@ def test_an_experiment_shows_its_test_accuracies_and_once_applied_is_the_workspa
     composed = sh(
         sys.executable,
         "-c",
-        "from pathlib import Path; from catdog.study import compose_config; "
+        "from pathlib import Path; from catdog.settings.params import compose_config; "
         "print(compose_config(Path('conf'), ['variant=baseline']).trainer.epochs)",
         cwd=root,
         env={**env, "PYTHONPATH": str(root / "src")},

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
-from catdog import machine, precision
-from catdog.config import ConfigError, validate
+from catdog.common import machine
+from catdog.settings.checks import ConfigError, validate
+from catdog.train import precision
 
 FLAGS = "fpu vme sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16"
 

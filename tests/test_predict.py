@@ -22,11 +22,11 @@ import pytest
 from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 from PIL import Image
 
-from catdog import predict
-from catdog.dataset import decode_images
-from catdog.loopback import free_port
-from catdog.models import build_model
-from catdog.serving import ImageClassifier, log_classifier, softmax, to_base64
+from catdog.data.dataset import decode_images
+from catdog.predict import label_files as predict
+from catdog.serve.classifier import ImageClassifier, log_classifier, softmax, to_base64
+from catdog.team.loopback import free_port
+from catdog.train.models import build_model
 
 CLASSES = ["cats", "dogs"]
 TOLERANCE = 1e-6

@@ -15,11 +15,11 @@ from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
 from PIL import Image
 
-from catdog.report import compare_run
-from catdog.report_gradcam import explain, pick
-from catdog.report_html import Html, Section, image, inline_markdown, page, table
-from catdog.report_runs import config_differences, stage_times
-from catdog.report_sections import summary
+from catdog.report.build import compare_run
+from catdog.report.explanations import explain, pick
+from catdog.report.html import Html, Section, image, inline_markdown, page, table
+from catdog.report.runs import config_differences, stage_times
+from catdog.report.sections import summary
 
 
 def details(champion: str = "transfer", accuracies: dict[str, float] | None = None) -> dict:
@@ -157,8 +157,8 @@ def test_stage_times_come_from_the_runs_and_say_what_was_not_recorded(isolated_m
 
 
 def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_data: Path) -> None:
-    from catdog.models import build_model
-    from catdog.outputs import Outputs
+    from catdog.train.models import build_model
+    from catdog.train.outputs import Outputs
 
     cfg = tiny_config("baseline")
     model = build_model(cfg, num_classes=2)

@@ -11,13 +11,13 @@ import pytest
 from conftest import CONF, all_runs, jpeg_bytes, run_entry, tiny_config, tiny_overrides
 from mlflow import MlflowClient
 
-from catdog import checkpoints
-from catdog.config import ConfigError
-from catdog.manifests import data_version
-from catdog.precision import EmulatedPrecisionWarning
-from catdog.split import make_split
-from catdog.study import compose_config
-from catdog.training import train
+from catdog.data.manifests import data_version
+from catdog.data.split import make_split
+from catdog.settings.checks import ConfigError
+from catdog.settings.params import compose_config
+from catdog.train import checkpoints
+from catdog.train.precision import EmulatedPrecisionWarning
+from catdog.train.run import train
 
 
 def dtype_policies(model: keras.Model) -> set[str]:

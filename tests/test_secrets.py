@@ -12,9 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from catdog import loopback, team_server
-from catdog.loopback import SecretFileError, StateFileError, generated_secret, identity, stop_recorded, write_private
+from catdog.team import loopback
+from catdog.team import server as team_server
+from catdog.team.loopback import (
+    SecretFileError,
+    StateFileError,
+    generated_secret,
+    identity,
+    stop_recorded,
+    write_private,
+)
 
 
 @pytest.fixture
@@ -43,9 +52,9 @@ def mode(path: Path) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    """`python -m catdog.team_server ARGS` as a user runs it."""
+    """`python src/team_server.py ARGS` as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "catdog.team_server", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, str(REPO / "src" / "team_server.py"), *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
-from catdog.config import ConfigError, DataMissing
-from catdog.manifests import read_manifest
-from catdog.split import data_report, make_split
+from catdog.data.manifests import read_manifest
+from catdog.data.require import DataMissing
+from catdog.data.split import data_report, make_split
+from catdog.settings.checks import ConfigError
 
 CLASSES = ["cats", "dogs"]
 

@@ -1,5 +1,5 @@
 """The team server on the real engines: PostgreSQL, `mlflow server` with basic auth and Swift's S3 API for its
-artifacts, started once by the fixture on 127.0.0.1 (catdog.team_server --s3, as the README's team setup does), with
+artifacts, started once by the fixture on 127.0.0.1 (catdog.team.server --s3, as the README's team setup does), with
 runs, figures, models and the registry going through it; two trainings at once; the MLflow server killed mid-run and
 restarted alone; clients without valid credentials; secrets in 0600 files and off every command line; add-user."""
 
@@ -21,9 +21,10 @@ import pytest
 from conftest import REPO, expected_overrides, run_entry, tiny_overrides
 from mlflow import MlflowClient
 
-from catdog import swift, team_server
-from catdog.pg import Cluster
-from catdog.store import TrackingServerError, connect
+from catdog.team import server as team_server
+from catdog.team import swift
+from catdog.team.postgres import Cluster
+from catdog.tracking.connect import TrackingServerError, connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.requires("postgres", "swift"), pytest.mark.xdist_group("team")]
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
@@ -81,9 +82,9 @@ def mode(path: Path) -> int:
 
 
 def cli(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """`python -m catdog.team_server ARGS --folder FOLDER`, with `env` over this environment."""
+    """`python src/team_server.py ARGS --folder FOLDER`, with `env` over this environment."""
     environ = {k: v for k, v in os.environ.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"} | env
-    command = [sys.executable, "-m", "catdog.team_server", *args, "--folder", str(folder)]
+    command = [sys.executable, str(REPO / "src" / "team_server.py"), *args, "--folder", str(folder)]
     return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=180)
 
 

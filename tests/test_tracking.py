@@ -20,14 +20,13 @@ import pytest
 from conftest import REPO, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
-from catdog.config import tracking_uri
-from catdog.loopback import free_port
-from catdog.models import build_model
-from catdog.registry import log_model
-from catdog.serving import log_classifier, requirements
-from catdog.store import TrackingUnavailable, check_reachable
-from catdog.tracking import flat_params
-from catdog.training import train
+from catdog.serve.classifier import log_classifier
+from catdog.team.loopback import free_port
+from catdog.tracking.connect import TrackingUnavailable, check_reachable, tracking_uri
+from catdog.tracking.provenance import flat_params
+from catdog.tracking.registry import log_model, requirements
+from catdog.train.models import build_model
+from catdog.train.run import train
 
 PARALLEL_RUNS = 3  # writers racing for SQLite's one write lock
 

@@ -19,12 +19,13 @@ import records
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
-from catdog import phases, training
-from catdog.checkpoints import Checkpoints
-from catdog.dataset import EpochClock, Split, batches, load_split
-from catdog.manifests import data_version, read_manifest
-from catdog.models import build_model
-from catdog.training import TrainingDiverged, train
+from catdog.data.dataset import EpochClock, Split, batches, load_split
+from catdog.data.manifests import data_version, read_manifest
+from catdog.train import fit as phases
+from catdog.train import run as training
+from catdog.train.checkpoints import Checkpoints
+from catdog.train.models import build_model
+from catdog.train.run import TrainingDiverged, train
 
 
 def only_run(name: str):

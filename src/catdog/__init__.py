@@ -4,6 +4,6 @@ Importing the package registers the `params` resolver through which conf/ reads 
 params.yaml, so every entry point and test composes the same config.
 """
 
-from catdog.study import register_resolver
+from catdog.settings.params import register_resolver
 
 register_resolver()

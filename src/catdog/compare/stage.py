@@ -1,0 +1,198 @@
+"""The comparison stage: every run of every variant evaluated on the held-out test split, each variant summed up over its
+training seeds, ranked, and the champion registered."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from catdog.common.errors import UserError
+from catdog.common.files import write_json, write_text
+from catdog.compare.figures import draw_figures
+from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard
+from catdog.compare.over_seeds import test_summary, validation_summary
+from catdog.compare.statistics import log_loss, pairwise_tests, score
+from catdog.data.dataset import Split, batches, configured_split
+from catdog.data.manifests import data_version, majority_class, read_manifest
+from catdog.settings.checks import validate
+from catdog.settings.params import study_run
+from catdog.tracking.connect import connect, tracking_uri
+from catdog.tracking.provenance import log_split_inputs, source_tags
+from catdog.tracking.registry import register
+from catdog.train.outputs import Outputs
+
+
+class ModelLoadError(UserError, RuntimeError):
+    """A variant's model file is missing or unreadable."""
+
+    kind = "model error"
+
+
+def fix(variant: str, seed: int) -> str:
+    return f"run `dvc repro train@{study_run(variant, seed)}` (or `python src/train.py variant={variant} seed={seed} trainer.outputs=study`)"
+
+
+def model_file(cfg: DictConfig, variant: str, seed: int) -> Path:
+    """Where the model `variant` trained with `seed` is, or an error naming the run, the path and the fix."""
+    path = Outputs.study(cfg.trainer, variant, seed).model
+    if not path.is_file():
+        raise ModelLoadError(f"run {study_run(variant, seed)!r}: model file {path} not found; {fix(variant, seed)}")
+    return path
+
+
+def load_variant(cfg: DictConfig, variant: str, seed: int) -> keras.Model:
+    """The model `variant` trained with `seed`, or an error naming the run, the path and the fix."""
+    path, run = model_file(cfg, variant, seed), study_run(variant, seed)
+    try:
+        # Uncompiled: only inference is needed, and the one-step predict loop traces faster than a multi-step one.
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"run {run!r}: model file {path} could not be loaded ({exc}); {fix(variant, seed)}"
+        ) from exc
+
+
+def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[int, dict]:
+    """Best val accuracy, loss and epoch of each of `variant`'s runs, from the metrics its training wrote."""
+    scores = {}
+    for seed in seeds:
+        path = Outputs.study(cfg.trainer, variant, seed).metrics
+        if not path.is_file():
+            raise ModelLoadError(
+                f"run {study_run(variant, seed)!r}: metrics file {path} not found; "
+                f"run `dvc repro train@{study_run(variant, seed)}`"
+            )
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        scores[seed] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
+    return scores
+
+
+def pick_champion(val: dict[str, dict]) -> str:
+    """The variant with the best (mean) val accuracy; ties go to the lower val loss, then to the first listed."""
+    order = list(val)
+    return min(val, key=lambda v: (-val[v]["best_val_accuracy"], val[v]["best_val_loss"], order.index(v)))
+
+
+def input_size(model: keras.Model) -> int:
+    return int(model.input_shape[1])
+
+
+def evaluate_runs(
+    cfg: DictConfig, variant: str, seeds: list[int]
+) -> tuple[dict[int, dict], dict[int, np.ndarray], Split]:
+    """Each of `variant`'s runs scored on the test split (one model in memory at a time): rows, predictions, and the
+    test split at the size the variant's models take."""
+    classes = list(cfg.data.classes)
+    rows, predictions = {}, {}
+    for seed in seeds:
+        model = load_variant(cfg, variant, seed)
+        test = configured_split(cfg.data, "test", input_size(model))  # decoded once per size, then cached
+        logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
+        predictions[seed] = logits.argmax(axis=1)
+        rows[seed] = {**score(predictions[seed], test.labels, classes), "loss": log_loss(logits, test.labels)}
+        del model
+    return rows, predictions, test
+
+
+def majority_row(cfg: DictConfig, labels: np.ndarray) -> dict:
+    """The scores of always guessing the train split's majority class."""
+    classes = list(cfg.data.classes)
+    majority = majority_class(read_manifest(Path(cfg.data.split_dir) / "train.csv"), classes)
+    return {**score(np.full_like(labels, classes.index(majority)), labels, classes), "loss": None}
+
+
+def logged_model_uri(cfg: DictConfig, variant: str, seed: int) -> str:
+    """The classifier (image files in, labels out) that run logged, as the run recorded it."""
+    run_info = Outputs.study(cfg.trainer, variant, seed).run_info
+    if not run_info.is_file():
+        raise ModelLoadError(
+            f"run {study_run(variant, seed)!r}: {run_info} not found; run `dvc repro train@{study_run(variant, seed)}`"
+        )
+    return json.loads(run_info.read_text(encoding="utf-8"))["classifier_uri"]
+
+
+def register_champion(cfg: DictConfig, name: str, row: dict, val: dict) -> tuple[str, str]:
+    """Register the model of the champion's best-validation seed as its training run logged it (the version's
+    source and run are the training run's), with how it was chosen and its scores as tags; return (version, alias)."""
+    tags = {
+        "variant": name,
+        "seed": str(val["seed"]),
+        "chosen_by": chosen_by(len(val["per_seed"])),
+        "val_accuracy": f"{val['best_val_accuracy']:.4f}",
+        "test_accuracy": f"{row['accuracy']:.4f}",
+    }
+    return register(cfg.tracking, logged_model_uri(cfg, name, val["seed"]), tags)
+
+
+def compare(cfg: DictConfig) -> dict:
+    """Evaluate every run of every variant on the test split; write the report, figures and metrics; register the
+    champion (picked by mean val accuracy over seeds) as its best-validation seed's model."""
+    started = time.monotonic()
+    validate(cfg)
+    variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
+    for variant in variants:  # every run's model is there before anything is read, logged or connected to
+        for seed in seeds:
+            model_file(cfg, variant, seed)
+    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
+    val = {v: validation_summary(per_seed[v]) for v in variants}
+    champion = pick_champion(val)
+    rows, outcome, runs = {}, {"correct": {}, "predictions": {}}, {}
+    for variant in tqdm(variants, desc="compare: test split", unit="variant", disable=None):
+        seed_rows, predictions, split = evaluate_runs(cfg, variant, seeds)
+        if variant == champion:
+            test = split  # the champion's images at its input size, for its mistakes figure
+        rows[variant] = test_summary(seed_rows, val[variant]["seed"])
+        outcome["predictions"][variant] = predictions[val[variant]["seed"]]
+        runs |= {
+            study_run(variant, s): {
+                "variant": variant,
+                "seed": s,
+                **per_seed[variant][s],
+                "test_accuracy": r["accuracy"],
+                "test_loss": r["loss"],
+            }
+            for s, r in seed_rows.items()
+        }
+    outcome["correct"] = {v: p == test.labels for v, p in outcome["predictions"].items()}
+    rows[MAJORITY] = majority_row(cfg, test.labels)
+    ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
+    tests = pairwise_tests(outcome["correct"])
+    version = data_version(Path(cfg.data.split_dir))
+    report = leaderboard(ranked, tests, len(test.labels), version, champion, val, seeds)
+    histories = {v: Outputs.study(cfg.trainer, v, val[v]["seed"]).history for v in variants}
+    figures = draw_figures(cfg, ranked, outcome, test, champion, histories, Path(cfg.compare.plots_dir))
+    details = {
+        "champion": champion,
+        "chosen_by": chosen_by(len(seeds)),
+        "n_test": len(test.labels),
+        "seeds": seeds,
+        "validation": val,
+        "models": rows,
+        "runs": runs,
+        "pairwise": tests,
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name="compare") as run:
+        mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **source_tags()})
+        for name, row in rows.items():
+            mlflow.log_metrics({f"{name}.test_accuracy": row["accuracy"], f"{name}.test_ci_low": row["ci_low"]})
+        mlflow.log_text(report, "leaderboard.md")
+        mlflow.log_dict(details, "compare.json")
+        for path in figures.values():
+            mlflow.log_artifact(str(path), "figures")
+        log_split_inputs(Path(cfg.data.split_dir), {"test": "test"})
+        registered = register_champion(cfg, champion, rows[champion], val[champion])
+    details["champion_version"], details["champion_alias"] = registered
+    # The report stage logs its HTML to this run, and shows the stage's wall time.
+    details["run_id"], details["seconds"] = run.info.run_id, round(time.monotonic() - started, 1)
+    write_json(cfg.compare.details, details)
+    write_text(cfg.compare.leaderboard, report)
+    write_json(cfg.compare.metrics, dvc_metrics(ranked, val))
+    return details

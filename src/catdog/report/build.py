@@ -1,0 +1,167 @@
+"""The report stage: one self-contained HTML page of the whole study, from what the other stages wrote, logged to
+the compare run in MLflow.
+
+It recomputes nothing the study recorded: the leaderboard, McNemar tests and champion come from
+reports/compare.json, the figures are the stages' own PNGs, the counts metrics/data.json, the configs and times the
+MLflow runs. The one thing it computes is the champion's Grad-CAM on its test images (catdog.report.explanations).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from catdog.common.errors import UserError
+from catdog.common.files import write_text
+from catdog.data.manifests import data_version
+from catdog.report import sections
+from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP, explain
+from catdog.report.html import Html, page
+from catdog.report.runs import (
+    RunNotFound,
+    config_differences,
+    get_run,
+    stage_times,
+    this_stage,
+    training_runs,
+)
+from catdog.settings.checks import validate
+from catdog.settings.params import study_run
+from catdog.tracking.connect import connect, tracking_uri
+from catdog.tracking.provenance import DVC_EXPERIMENT_TAG
+from catdog.train.outputs import Outputs
+
+TITLE = "Cats vs dogs: the study"
+REFERENCE = "baseline"
+
+
+class ReportInputMissing(UserError, RuntimeError):
+    """A file the report reads is not there: the stage that writes it has not run."""
+
+    kind = "report error"
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    compare_run_id: str
+    logged: bool
+    misclassified_shown: int
+    wrong_total: int
+
+
+def read_json(path: str | Path, stage: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ReportInputMissing(f"{path} not found; run `dvc repro {stage}`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def required(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise ReportInputMissing(f"{path} not found; run `dvc repro {stage}`")
+    return path
+
+
+def compare_run(client: MlflowClient, experiment_id: str, details: dict) -> tuple[Run, str | None]:
+    """The run the compare stage logged, by the id it recorded; a compare.json from before it recorded one gets
+    the newest compare run with its champion and data version (outside any DVC experiment), with a note saying so."""
+    if "run_id" in details:
+        return get_run(client, details["run_id"], "compare"), None
+    query = f"tags.stage = 'compare' and tags.champion = '{details['champion']}'"
+    found = [
+        r
+        for r in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
+        if DVC_EXPERIMENT_TAG not in r.data.tags
+    ]
+    if not found:
+        raise RunNotFound("reports/compare.json names no run and no compare run matches it; rerun `dvc repro compare`")
+    run = found[0]
+    return (
+        run,
+        f"reports/compare.json predates recording its run id; its run was taken to be {run.info.run_id}, the newest matching compare run.",
+    )
+
+
+def data_card(cfg: DictConfig) -> sections.Section:
+    split_dir = Path(cfg.data.split_dir)
+    report = read_json(cfg.data.report_path, "split")
+    settings = read_json(split_dir / "split.json", "split")
+    with open(required(split_dir / "rejects.csv", "split"), newline="", encoding="utf-8") as handle:
+        rejects = list(csv.DictReader(handle))
+    mirror = os.environ.get(cfg.data.mirror_env)
+    facts = [
+        ("source", Html("<br>".join(f"<code>{u}</code>" for u in cfg.data.urls))),
+        ("local mirror ($" + cfg.data.mirror_env + ", this run)", mirror or "none: downloaded from the source"),
+        ("data set", "cats_and_dogs_filtered: train folder → train; validation folder → val and test (stratified)"),
+        ("split", f"seed {settings['split_seed']}, test fraction {settings['test_fraction']}"),
+        ("data version", Html(f"<code>{data_version(split_dir)}</code> (hash of the split manifests)")),
+        ("majority class (train)", report["majority_class"]),
+    ]
+    return sections.data_card(facts, report["counts"], rejects, required(Path(cfg.data.samples_plot), "split"))
+
+
+def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, int, int]:
+    """The page's HTML, the compare run, and how many mistakes it shows of how many."""
+    variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
+    details = read_json(cfg.compare.details, "compare")
+    best = {v: details["validation"][v].get("seed", seeds[0]) for v in variants}  # each variant's best-val seed
+    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    client = MlflowClient()
+    runs = training_runs(client, cfg, [(v, s) for v in variants for s in seeds])
+    compared, note = compare_run(client, experiment_id, details)
+    names = {study_run(v, s): (v, s) for v in variants for s in seeds}
+    metrics = {n: read_json(Outputs.study(cfg.trainer, *vs).metrics, f"train@{n}") for n, vs in names.items()}
+    outputs = {v: Outputs.study(cfg.trainer, v, best[v]) for v in variants}
+    figures = Path(cfg.compare.plots_dir)
+    explained = explain(cfg, details["champion"], best[details["champion"]])
+    reference = REFERENCE if REFERENCE in variants else variants[0]
+    differences = config_differences({v: runs[study_run(v, best[v])].data.params for v in variants}, reference)
+    times = stage_times(runs, {n: m["seconds"] for n, m in metrics.items()}, compared, details.get("seconds"))
+    times.append(this_stage(started, time.monotonic() - clock))
+    notes = [
+        "A commit marked (dirty) ran with changes to src/, conf/, params.yaml or dvc.yaml since that commit.",
+        f"The champion is registered as {cfg.tracking.registered_model} version "
+        f"{details.get('champion_version', '?')} (@{details.get('champion_alias', '?')}).",
+        *([note] if note else []),
+    ]
+    body = [
+        sections.leaderboard(details, required(figures / "test_accuracy.png", "compare")),
+        sections.mcnemar(details),
+        sections.variants(differences, variants, reference),
+        sections.curves(
+            required(figures / "val_accuracy.png", "compare"),
+            {v: required(outputs[v].curves, f"train@{study_run(v, best[v])}") for v in variants},
+            {v: metrics[study_run(v, best[v])] for v in variants},
+            best if len(seeds) > 1 else {},
+        ),
+        sections.confusion(required(figures / "confusion_matrices.png", "compare")),
+        sections.mistakes(explained, MISCLASSIFIED_CAP),
+        sections.correct(explained, CORRECT_PER_CLASS),
+        data_card(cfg),
+        sections.augmentation({v: o.augmentation for v, o in outputs.items() if o.augmentation.is_file()}),
+        sections.provenance(times, notes),
+    ]
+    html = page(TITLE, sections.summary(details), body)
+    return html, compared, len(explained.misclassified), explained.wrong_total
+
+
+def write_report(cfg: DictConfig, dest: str | Path, log: bool = True) -> Written:
+    """Write the report to `dest` (atomically) and, with `log`, log it to the compare run as `study.html`."""
+    clock, started = time.monotonic(), datetime.now(UTC)
+    validate(cfg)
+    html, compared, shown, wrong = build(cfg, started, clock)
+    dest = Path(dest)
+    write_text(dest, html)
+    if log:
+        MlflowClient().log_artifact(compared.info.run_id, str(dest))
+    return Written(dest, compared.info.run_id, log, shown, wrong)

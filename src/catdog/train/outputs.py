@@ -1,0 +1,131 @@
+"""What a finished run leaves behind: its model, metrics, history and figures, in the study's places or its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from catdog.common import plots
+from catdog.common.files import atomic_path, write_json, write_text
+from catdog.data.dataset import Split
+from catdog.serve.classifier import log_classifier
+from catdog.settings.params import study_run
+from catdog.tracking.registry import log_model
+from catdog.train.checkpoints import History, State, best_epoch
+from catdog.train.models import parameter_counts
+
+MONITOR = "val_accuracy"
+EXAMPLE_IMAGES = 2
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes its model, metrics and plots."""
+
+    model: Path
+    run_info: Path
+    metrics: Path
+    history: Path
+    curves: Path
+    augmentation: Path
+
+    @classmethod
+    def study(cls, trainer: DictConfig, name: str, seed: int) -> Outputs:
+        """The study's outputs of variant `name` trained with `seed`, which DVC tracks (stage train@<name>-<seed>):
+        models/<name>-<seed>/, metrics/train/<name>-<seed>.json, plots/train/<name>-<seed>/."""
+        run = study_run(name, seed)
+        plots_dir = Path(trainer.plots_dir) / run
+        return cls(
+            model=Path(trainer.models_dir) / run / "model.keras",
+            run_info=Path(trainer.models_dir) / run / "mlflow_run.json",
+            metrics=Path(trainer.metrics_dir) / f"{run}.json",
+            history=plots_dir / "history.csv",
+            curves=plots_dir / "curves.png",
+            augmentation=plots_dir / "augmentation.png",
+        )
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Outputs:
+        """An ad-hoc run's outputs, all in one folder."""
+        names = ("model.keras", "mlflow_run.json", "metrics.json", "history.csv", "curves.png", "augmentation.png")
+        return cls(*(folder / n for n in names))
+
+    def where(self) -> str:
+        """The folders (and metrics file) the outputs are in, for the user."""
+        if self.metrics.parent == self.model.parent:
+            return f"{self.model.parent}/"
+        return f"{self.model.parent}/, {self.metrics}, {self.history.parent}/"
+
+    @classmethod
+    def for_run(cls, cfg: DictConfig) -> Outputs:
+        """`trainer.outputs=study`: the study's; else the run's Hydra folder (outputs/<name>/ outside Hydra)."""
+        if cfg.trainer.outputs == "study":
+            return cls.study(cfg.trainer, cfg.name, cfg.seed)
+        if not HydraConfig.initialized():
+            return cls.in_folder(Path("outputs") / cfg.name)
+        folder = Path(HydraConfig.get().runtime.output_dir)
+        return cls.in_folder(folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder)
+
+
+def write_history_csv(path: Path, history: History) -> None:
+    keys = sorted(history)
+    rows = ["epoch," + ",".join(keys)]
+    rows += [f"{i + 1}," + ",".join(f"{history[k][i]:.6g}" for k in keys) for i in range(len(history[keys[0]]))]
+    write_text(path, "\n".join(rows) + "\n")
+
+
+def summary(history: History, seconds: float, counts: dict[str, int]) -> dict[str, float | int]:
+    """The run's metrics for DVC and MLflow: final and best validation values, epochs, time, size."""
+    best = best_epoch(history[MONITOR])
+    return {
+        "val_accuracy": history["val_accuracy"][-1],
+        "val_loss": history["val_loss"][-1],
+        "best_val_accuracy": history["val_accuracy"][best],
+        "best_val_loss": min(history["val_loss"]),
+        "best_epoch": best + 1,
+        "epochs_run": len(history[MONITOR]),
+        "seconds": round(seconds, 1),
+        **counts,
+    }
+
+
+def augmentation_preview(model: keras.Model, image: np.ndarray, samples: int) -> plots.Figure:
+    """One train image passed through the model's augmentation layers several times."""
+    layer = model.get_layer("augmentation")
+    views = [keras.ops.convert_to_numpy(layer(image[None].astype("float32"), training=True))[0] for _ in range(samples)]
+    return plots.image_grid([views], [[f"#{i + 1}" for i in range(samples)]], "Augmentation preview")
+
+
+def save_model(model: keras.Model, outputs: Outputs) -> None:
+    with atomic_path(outputs.model) as tmp:
+        model.save(tmp)
+
+
+def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[str, Split], seconds: float) -> dict:
+    """Write the run's model, metrics, history and figures, and complete its MLflow run; return the metrics."""
+    outputs = Outputs.for_run(cfg)
+    metrics = summary(state.history, seconds, parameter_counts(model))
+    save_model(model, outputs)
+    write_json(outputs.metrics, metrics)
+    write_history_csv(outputs.history, state.history)
+    curves = plots.learning_curves(state.history, f"{cfg.name}: learning curves")
+    mlflow.log_figure(curves, "figures/learning_curves.png")
+    plots.save(curves, outputs.curves)
+    if cfg.augment.enabled:
+        preview = augmentation_preview(model, data["train"].images[0], cfg.augment.preview_samples)
+        mlflow.log_figure(preview, "figures/augmentation_preview.png")
+        plots.save(preview, outputs.augmentation)
+    mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
+    # Two logged models: the Keras flavour (raw image tensors in) for Python users, and the classifier pyfunc
+    # (image files in, labels out) that compare registers and `mlflow models serve` serves.
+    model_uri = log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
+    classifier_uri = log_classifier(model, list(cfg.data.classes)).model_uri
+    write_json(outputs.run_info, {"run_id": state.run_id, "model_uri": model_uri, "classifier_uri": classifier_uri})
+    print(f"{cfg.name}: model, metrics and plots written to {outputs.where()}")
+    return metrics
