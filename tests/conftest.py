@@ -97,6 +97,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with the repository's settings and no study yet, the working folder outside it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(REPO / "params.yaml", project / "params.yaml")
+    shutil.copytree(REPO / "conf", project / "conf")
+    monkeypatch.setenv(PROJECT_ENV, str(project))
+    monkeypatch.chdir(tmp_path)
+    return project
+
+
+@pytest.fixture
 def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("archive")
     return zip_folder(make_dataset(root), root / "cats_and_dogs_filtered.zip")

@@ -39,7 +39,8 @@ def check_outputs(root: Path, name: str, epochs: int) -> dict:
 
 def check_run_record(client: MlflowClient, root: Path, variant: str, epochs: int) -> None:
     """Run `<variant>-42` finished with its params, per-epoch metrics, tags, figures, both logged models (the ones
-    models/<variant>-42/mlflow_run.json names) and its two data sets, and left no checkpoint behind."""
+    run's record, records/train/<variant>-42.json, names) and its two data sets, and left no checkpoint behind; the
+    record holds what the run holds."""
     run = only_run(client, f"{variant}-42")
     assert run.info.status == "FINISHED"
     assert run.data.params["trainer.epochs"] == str(epochs)
@@ -56,8 +57,13 @@ def check_run_record(client: MlflowClient, root: Path, variant: str, epochs: int
     assert ("figures/augmentation_preview.png" in artifacts) == (variant != "baseline")
     assert "config/resolved.yaml" in artifacts
     logged = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")
-    run_info = json.loads((root / "models" / f"{variant}-42" / "mlflow_run.json").read_text())
-    assert {f"models:/{m.model_id}" for m in logged} == {run_info["model_uri"], run_info["classifier_uri"]}
+    record = json.loads((root / "records" / "train" / f"{variant}-42.json").read_text())
+    pointers = record["mlflow"]
+    assert {f"models:/{m.model_id}" for m in logged} == {pointers["model_uri"], pointers["classifier_uri"]}
+    assert (pointers["run_id"], pointers["experiment_id"]) == (run.info.run_id, run.info.experiment_id)
+    assert record["params"] == run.data.params and record["run"] == run.info.run_name
+    assert record["tags"] == {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+    assert 0 < record["seconds"] <= (run.info.end_time - run.info.start_time) / 1000 + 1
     inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
     assert inputs == {("train", "training"), ("val", "validation")}
     digests = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}

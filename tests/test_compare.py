@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 
 from catdog.compare.stage import ModelLoadError, compare
 from catdog.serve.classifier import log_classifier
+from catdog.settings.run_files import Outputs
+from catdog.tracking.records import write_record
 from catdog.tracking.registry import log_model
-from catdog.train.outputs import Outputs
 
 
 def assert_nothing_written(root: Path) -> None:
@@ -77,7 +78,8 @@ def plant_variant(
     with mlflow.start_run(run_name=f"{variant}-{seed}") as run:
         uri = log_model(model, np.zeros((1, *model.input_shape[1:]), dtype="float32"))
         classifier = log_classifier(model, list(cfg.data.classes)).model_uri
-    outputs.run_info.write_text(json.dumps({"run_id": run.info.run_id, "model_uri": uri, "classifier_uri": classifier}))
+    outputs.record.parent.mkdir(parents=True, exist_ok=True)
+    write_record(outputs.record, run.info.run_id, {"model_uri": uri, "classifier_uri": classifier})
 
 
 @pytest.mark.slow
@@ -95,8 +97,9 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     client = MlflowClient()
     assert set(client.get_registered_model("catdog").aliases) == {"challenger"}
     version = client.get_model_version_by_alias("catdog", "challenger")
-    trained = json.loads(Outputs.study(cfg.trainer, "augmented", 42).run_info.read_text())
+    trained = json.loads(Outputs.study(cfg.trainer, "augmented", 42).record.read_text())["mlflow"]
     assert (version.run_id, version.source) == (trained["run_id"], trained["classifier_uri"])
+    assert (version.tags["training_run_id"], version.tags["logged_by"]) == (trained["run_id"], "train")
     assert version.tags["variant"] == "augmented"
     assert version.tags["chosen_by"].startswith("best validation accuracy")
     assert float(version.tags["val_accuracy"]) == 0.90
@@ -135,7 +138,7 @@ def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_
     assert sorted(details["runs"]) == sorted(f"{v}-{s}" for v in val for s in (1, 2, 3))
     assert details["runs"]["baseline-3"]["test_accuracy"] == 0.0
     version = MlflowClient().get_model_version_by_alias("catdog", "challenger")
-    trained = json.loads(Outputs.study(cfg.trainer, "scaled", 2).run_info.read_text())
+    trained = json.loads(Outputs.study(cfg.trainer, "scaled", 2).record.read_text())["mlflow"]
     assert (version.run_id, version.tags["seed"]) == (trained["run_id"], "2")
     assert version.tags["chosen_by"].startswith("best mean validation accuracy over training seeds")
     board = (split_data / "reports" / "leaderboard.md").read_text()
@@ -148,3 +151,25 @@ def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_
     assert (split_data / "plots" / "compare" / "history" / "scaled.csv").read_text() == (
         Outputs.study(cfg.trainer, "scaled", 2).history.read_text()
     )
+
+
+@pytest.mark.slow
+def test_in_another_store_the_champion_is_logged_from_its_file_and_registered_there(
+    split_data: Path, tmp_path_factory: pytest.TempPathFactory, migrated_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pulled study: its runs' records point at logged models of the store that trained it, which this store does
+    not hold; compare logs the champion's classifier from models/<run>/model.keras into its own run instead."""
+    cfg = tiny_config("baseline", "study.variants=[baseline]")
+    plant_variant(split_data, cfg, "baseline", colour_classifier(TINY_SIZE, 1.0), 0.8)
+    trained = json.loads(Outputs.study(cfg.trainer, "baseline", 42).record.read_text())["mlflow"]
+    other = tmp_path_factory.mktemp("other") / "mlflow.db"
+    other.write_bytes(migrated_store.read_bytes())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{other}")
+    mlflow.set_tracking_uri(f"sqlite:///{other}")
+    details = compare(cfg)
+    version = MlflowClient().get_model_version_by_alias("catdog", details["champion_alias"])
+    assert version.run_id == details["provenance"]["mlflow"]["run_id"] != trained["run_id"]
+    assert version.source != trained["classifier_uri"]
+    assert version.tags["training_run_id"] == trained["run_id"] and version.tags["logged_by"].startswith("compare")
+    classifier = mlflow.pyfunc.load_model(f"models:/catdog/{version.version}")
+    assert classifier.metadata.get_input_schema().input_names() == ["image"]

@@ -203,13 +203,17 @@ def test_top_level_plots_and_compare_cover_every_variant_and_seed() -> None:
         (definition,) = plot.values()
         assert sorted(definition["y"]) == sorted(f"plots/compare/history/{v}.csv" for v in variants)
     train = spec["stages"]["train"]
-    assert train["outs"] == ["models/${item.variant}-${item.seed}"]
+    assert train["outs"] == [
+        "models/${item.variant}-${item.seed}",
+        {"records/train/${item.variant}-${item.seed}.json": {"cache": False}},
+    ]
     assert list(train["metrics"][0]) == ["metrics/train/${item.variant}-${item.seed}.json"]
     assert list(train["plots"][0]) == ["plots/train/${item.variant}-${item.seed}"]
     # The folders that hold every train@ stage's outputs, whichever seeds the study has.
-    assert {"models", "plots/train", "metrics/train"} <= set(spec["stages"]["compare"]["deps"])
+    assert {"models", "plots/train", "metrics/train", "records/train"} <= set(spec["stages"]["compare"]["deps"])
     report = spec["stages"]["report"]
-    assert {"models", "plots/train", "metrics/train", "reports/compare.json", "plots/compare"} <= set(report["deps"])
+    read = {"models", "plots/train", "metrics/train", "records/train", "reports/compare.json", "plots/compare"}
+    assert read <= set(report["deps"])
     assert report["outs"] == [{"reports/study.html": {"cache": False}}], "a committed copy needs cache: false"
 
 

@@ -122,7 +122,7 @@ def test_a_logged_model_reloads_and_predicts_like_the_saved_one(project, monkeyp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     saved = keras.models.load_model(root / "models" / "scaled-42" / "model.keras")
-    model_uri = json.loads((root / "models" / "scaled-42" / "mlflow_run.json").read_text())["model_uri"]
+    model_uri = json.loads((root / "records" / "train" / "scaled-42.json").read_text())["mlflow"]["model_uri"]
     assert model_uri.startswith("models:/m-")
     logged = mlflow.keras.load_model(model_uri)
     val = load_split(
@@ -170,10 +170,10 @@ def test_the_report_shows_every_section_with_every_image_inline_and_is_logged_to
     assert f"got {wrong} of {details['n_test']} test images wrong" in mistakes
     correct = page.split('<section id="correct">')[1].split("</section>")[0]
     assert correct.count('<div class="card">') == sum(min(CORRECT_PER_CLASS, matrix[c][c]) for c in range(len(matrix)))
-    assert details["seconds"] > 0 and f"{details['champion']} " in page.split('class="summary">')[1][:200]
+    assert details["provenance"]["seconds"] > 0 and f"{details['champion']} " in page.split('class="summary">')[1][:200]
     client, _ = study_store(root)
-    assert "study.html" in [a.path for a in client.list_artifacts(details["run_id"])]
-    assert client.get_run(details["run_id"]).info.run_name == "compare"
+    assert "study.html" in [a.path for a in client.list_artifacts(details["provenance"]["mlflow"]["run_id"])]
+    assert client.get_run(details["provenance"]["mlflow"]["run_id"]).info.run_name == "compare"
 
 
 @pytest.mark.requires("chromium")
@@ -199,7 +199,7 @@ def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) 
     champion = client.get_model_version_by_alias("catdog", "champion")
     details = json.loads((root / "reports/compare.json").read_text())
     assert champion.tags["variant"] == details["champion"] and details["champion_alias"] == "champion"
-    trained = json.loads((root / "models" / f"{details['champion']}-42" / "mlflow_run.json").read_text())
+    trained = json.loads((root / "records" / "train" / f"{details['champion']}-42.json").read_text())["mlflow"]
     assert (champion.run_id, champion.source) == (trained["run_id"], trained["classifier_uri"])
     assert len(client.search_logged_models([experiment_id])) == 2 * len(VARIANTS)  # Keras flavour + classifier
     assert float(champion.tags["test_accuracy"]) == pytest.approx(
@@ -375,8 +375,67 @@ def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(proj
         assert "Data and pipelines are up to date." in out, out
         assert "Running stage" not in out, out
         assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
+        a_study_is_its_files(root, clone, offline)
     finally:
         s3.stop()
+
+
+def section(page: str, anchor: str) -> str:
+    return re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S).group(1)
+
+
+def earlier_stage_rows(page: str) -> list[str]:
+    """The provenance table's rows of the train and compare stages (the report's own row is the page's run)."""
+    rows = re.findall(r"<tr>(.*?)</tr>", section(page, "provenance"), re.S)
+    return [r for r in rows if "train@" in r or "<td>compare</td>" in r]
+
+
+def a_study_is_its_files(root: Path, clone: Path, env: dict[str, str]) -> None:
+    """The pulled study in a clone whose MLflow store is new and empty: predict labels with the study's champion
+    from the files; a touched report module reruns the report alone, which builds the original's page without
+    the original's store; a touched compare module reruns compare and report, and the champion is registered in
+    the clone's store from its model file; publish logs the training runs into the store once."""
+    dvc = (sys.executable, "-m", "dvc")
+    image = next((clone / "data/raw/cats_and_dogs_filtered/validation/cats").glob("*.jpg"))
+    done = subprocess.run(
+        [sys.executable, "src/predict.py", str(image)], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(rf"{re.escape(str(image))}\t(cats|dogs)\t[01]\.\d{{4}}\n", done.stdout), done.stdout
+    assert "is not in the tracking store" in done.stderr and "using the study's champion" in done.stderr
+
+    with open(clone / "src/catdog/report/html.py", "a") as handle:
+        handle.write("# touched\n")
+    assert dvc_status(clone, env) == {"report"}
+    out = sh(*dvc, "repro", cwd=clone, env=env)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"report"}, out
+    assert "not logged: the compare run" in out
+    ours, theirs = ((p / "reports/study.html").read_text(encoding="utf-8") for p in (clone, root))
+    assert section(ours, "variants") == section(theirs, "variants")
+    assert earlier_stage_rows(ours) == earlier_stage_rows(theirs) and len(earlier_stage_rows(ours)) == 5
+
+    with open(clone / "src/catdog/compare/figures.py", "a") as handle:
+        handle.write("# touched\n")
+    out = sh(*dvc, "repro", cwd=clone, env=env)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"compare", "report"}, out
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    details = json.loads((clone / "reports/compare.json").read_text())
+    version = client.get_model_version_by_alias("catdog", details["champion_alias"])
+    trained = json.loads((clone / "records/train" / f"{details['champion']}-42.json").read_text())["mlflow"]
+    assert version.tags["training_run_id"] == trained["run_id"] and version.tags["logged_by"].startswith("compare")
+    assert version.run_id == details["provenance"]["mlflow"]["run_id"]
+    assert "logged to the compare run" in out
+
+    published = [sh(sys.executable, "src/publish.py", cwd=clone, env=env) for _ in range(2)]
+    assert all(f"{v}-42" in published[0].split("already there")[0] for v in VARIANTS), published[0]
+    assert "published into" in published[1] and ": nothing; already there" in published[1], published[1]
+    experiment = client.get_experiment_by_name("catdog")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(["compare", *(f"{v}-42" for v in VARIANTS)])
+    for run in runs:
+        if run.info.run_name != "compare":
+            history = client.get_metric_history(run.info.run_id, "val_accuracy")
+            assert len(history) == 1 and run.data.tags["published_from"] != run.info.run_id
 
 
 def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(project) -> None:

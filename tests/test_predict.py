@@ -187,23 +187,35 @@ def fail_if_images_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_an_unknown_model_fails_at_once_in_one_line(
-    tmp_path: Path, model_arg: str | None, names: str, fail_if_images_are_read: None, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    model_arg: str | None,
+    names: str,
+    fail_if_images_are_read: None,
+    bare_project: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     mlflow.MlflowClient().search_experiments()  # the store exists, and holds no model
     image = save(tmp_path / "a.jpg", picture(0, (40, 30)), "JPEG")
     capsys.readouterr()
     code, out, err = run([str(image), *([model_arg] if model_arg else [])], capsys)
     assert code == 2 and out == []
-    assert len(err) == 1 and names in err[0] and "dvc repro" in err[0] and "python src/train.py" in err[0]
+    assert len(err) == 1 and names in err[0] and "dvc repro" in err[0]
+    # Without model=, nor registry nor the study has one (catdog.predict.loading.study_champion; test_study_files).
+    assert ("python src/train.py" in err[0]) == (model_arg is not None) and ("dvc pull" in err[0]) == (
+        model_arg is None
+    )
 
 
-def test_the_entry_point_reports_an_empty_registry_in_one_line_and_no_tensorflow(tmp_path: Path) -> None:
+def test_the_entry_point_reports_an_empty_registry_in_one_line_and_no_tensorflow(tmp_path: Path, bare_project) -> None:
     image = save(tmp_path / "a.jpg", picture(0, (40, 30)), "JPEG")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'none.db'}"}
     done = run_entry("predict.py", str(image), cwd=tmp_path, env=env)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
-    assert "models:/catdog@champion" in done.stderr and "does not exist" in done.stderr
+    assert (
+        "models:/catdog@champion is not in the tracking store" in done.stderr
+        and "compare.json is not there" in done.stderr
+    )
     assert not (tmp_path / "none.db").exists()
 
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from conftest import TINY_SIZE, tiny_config
 from headless import check_page, external_references, find_browser
-from mlflow import MlflowClient
 from PIL import Image
 
-from catdog.report.build import compare_run
+from catdog.report.build import ReportInputMissing, compare_provenance
 from catdog.report.explanations import explain, pick
 from catdog.report.html import Html, Section, image, inline_markdown, page, table
 from catdog.report.runs import config_differences, stage_times
 from catdog.report.sections import summary
+from catdog.tracking.records import write_record
 
 
 def details(champion: str = "transfer", accuracies: dict[str, float] | None = None) -> dict:
@@ -132,33 +132,35 @@ def test_a_broken_image_or_a_script_error_is_caught(tmp_path: Path, browser: str
     assert any("undefinedFunction is not defined" in p for p in found)
 
 
-def test_stage_times_come_from_the_runs_and_say_what_was_not_recorded(isolated_mlflow: str) -> None:
-    client = MlflowClient()
-    with mlflow.start_run(run_name="baseline") as run:
-        mlflow.set_tags({"git_commit": "abcdef0123", "git_dirty": "true"})
+def test_stage_times_come_from_the_records_and_say_what_was_not_recorded(tmp_path: Path) -> None:
+    with mlflow.start_run(run_name="baseline-42") as run:
+        mlflow.set_tags({"git_commit": "abcdef0123", "git_dirty": "true", "machine": "Linux; a CPU; 2 cores"})
         time.sleep(0.05)
-    with mlflow.start_run(run_name="compare") as compared:
-        mlflow.set_tags({"stage": "compare", "champion": "baseline", "git_commit": "1234567890", "git_dirty": "false"})
-    rows = stage_times(
-        {"baseline-42": client.get_run(run.info.run_id)},
-        {"baseline-42": 1.5},
-        client.get_run(compared.info.run_id),
-        None,
-    )
+        record = write_record(tmp_path / "baseline-42.json", run.info.run_id, {"classifier_uri": "models:/m-1"})
+    compared = {
+        "started": "2026-01-02 03:04:05 UTC",
+        "seconds": 12.5,
+        "tags": {"git_commit": "1234567890", "git_dirty": "false"},
+        "mlflow": {"experiment_id": "0", "run_id": "feedc0ffee"},
+    }
+    rows = stage_times({"baseline-42": record}, {"baseline-42": 1.5}, compared)
     assert [r.stage for r in rows] == ["download", "split", "train@baseline-42", "compare"]
-    assert "(metrics/train/baseline-42.json)" in rows[2].source
+    assert "(metrics/train/baseline-42.json)" in rows[2].source and "records/train/baseline-42.json" in rows[2].source
     assert rows[0].seconds is None and "not recorded" in rows[0].source
     assert rows[2].commit == "abcdef0 (dirty)" and rows[2].seconds >= 0.05 and "training alone 1.5 s" in rows[2].source
-    assert rows[3].commit == "1234567" and rows[3].seconds is None
-    # A compare.json that recorded no run id finds its run by the champion it names; one that did, by the id.
-    found, note = compare_run(client, compared.info.experiment_id, {"champion": "baseline"})
-    assert found.info.run_id == compared.info.run_id and "predates" in note
-    assert compare_run(client, "0", {"run_id": compared.info.run_id})[1] is None
+    assert rows[2].machine == "Linux; a CPU; 2 cores" and rows[2].started.endswith(" UTC")
+    assert (rows[3].commit, rows[3].seconds, rows[3].started) == ("1234567", 12.5, "2026-01-02 03:04:05 UTC")
+    assert rows[3].source == "reports/compare.json (run feedc0ff)"
+
+
+def test_a_compare_json_without_provenance_asks_for_a_new_compare() -> None:
+    with pytest.raises(ReportInputMissing, match=r"no provenance .* rerun `dvc repro compare`"):
+        compare_provenance({"champion": "baseline"})
 
 
 def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_data: Path) -> None:
+    from catdog.settings.run_files import Outputs
     from catdog.train.models import build_model
-    from catdog.train.outputs import Outputs
 
     cfg = tiny_config("baseline")
     model = build_model(cfg, num_classes=2)

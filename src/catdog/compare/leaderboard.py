@@ -9,6 +9,12 @@ CHOSEN_BY_MEAN = (
 )
 
 
+def ranked(models: dict[str, dict]) -> list[tuple[str, dict]]:
+    """The models (and the majority-class guess) by test accuracy, best first: the order of every leaderboard, the
+    Markdown one here and the report's."""
+    return sorted(models.items(), key=lambda item: -item[1]["accuracy"])
+
+
 def chosen_by(n_seeds: int) -> str:
     """How the champion is picked: on val accuracy, averaged over seeds where there are several."""
     return CHOSEN_BY if n_seeds == 1 else CHOSEN_BY_MEAN

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from scipy.stats import t as student_t
 
 from catdog.compare.statistics import CONFIDENCE
 
 VAL_KEYS = ("best_val_accuracy", "best_val_loss")
+Key = TypeVar("Key")
 
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -27,17 +29,18 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
     return mean, sd, max(0.0, mean - half), min(1.0, mean + half)
 
 
-def best_seed(val: Mapping[int, Mapping[str, float]]) -> int:
-    """The seed with the best val accuracy (ties: lower val loss, then the first listed): the run that stands for
-    its variant where one model is needed (McNemar, curves, the registered champion)."""
+def best_on_validation(val: Mapping[Key, Mapping[str, float]]) -> Key:
+    """The key with the best val accuracy (ties: the lower val loss, then the first listed). The one rule for both
+    choices made on validation: a variant's best seed, the run that stands for it where one model is needed
+    (McNemar, curves, the registered champion), and the champion among variants (on their means over seeds)."""
     order = list(val)
-    return min(val, key=lambda s: (-val[s]["best_val_accuracy"], val[s]["best_val_loss"], order.index(s)))
+    return min(val, key=lambda k: (-val[k]["best_val_accuracy"], val[k]["best_val_loss"], order.index(k)))
 
 
 def validation_summary(val: Mapping[int, Mapping[str, float]]) -> dict:
     """A variant's val scores over seeds: mean accuracy and loss (what the champion is picked on), the best seed,
     its best epoch, and each seed's best val accuracy."""
-    seed = best_seed(val)
+    seed = best_on_validation(val)
     return {
         **{k: statistics.fmean(v[k] for v in val.values()) for k in VAL_KEYS},
         "best_epoch": val[seed]["best_epoch"],

@@ -15,18 +15,19 @@ from tqdm import tqdm
 
 from catdog.common.errors import UserError
 from catdog.common.files import write_json, write_text
+from catdog.compare.champion import register_champion
 from catdog.compare.figures import draw_figures
-from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard
-from catdog.compare.over_seeds import test_summary, validation_summary
+from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard, ranked
+from catdog.compare.over_seeds import best_on_validation, test_summary, validation_summary
 from catdog.compare.statistics import log_loss, pairwise_tests, score
 from catdog.data.dataset import Split, batches, configured_split
 from catdog.data.manifests import data_version, majority_class, read_manifest
 from catdog.settings.checks import validate
 from catdog.settings.params import study_run
+from catdog.settings.run_files import Outputs
 from catdog.tracking.connect import connect, tracking_uri
 from catdog.tracking.provenance import log_split_inputs, source_tags
-from catdog.tracking.registry import register
-from catdog.train.outputs import Outputs
+from catdog.tracking.records import utc
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -74,12 +75,6 @@ def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[i
     return scores
 
 
-def pick_champion(val: dict[str, dict]) -> str:
-    """The variant with the best (mean) val accuracy; ties go to the lower val loss, then to the first listed."""
-    order = list(val)
-    return min(val, key=lambda v: (-val[v]["best_val_accuracy"], val[v]["best_val_loss"], order.index(v)))
-
-
 def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
@@ -108,29 +103,6 @@ def majority_row(cfg: DictConfig, labels: np.ndarray) -> dict:
     return {**score(np.full_like(labels, classes.index(majority)), labels, classes), "loss": None}
 
 
-def logged_model_uri(cfg: DictConfig, variant: str, seed: int) -> str:
-    """The classifier (image files in, labels out) that run logged, as the run recorded it."""
-    run_info = Outputs.study(cfg.trainer, variant, seed).run_info
-    if not run_info.is_file():
-        raise ModelLoadError(
-            f"run {study_run(variant, seed)!r}: {run_info} not found; run `dvc repro train@{study_run(variant, seed)}`"
-        )
-    return json.loads(run_info.read_text(encoding="utf-8"))["classifier_uri"]
-
-
-def register_champion(cfg: DictConfig, name: str, row: dict, val: dict) -> tuple[str, str]:
-    """Register the model of the champion's best-validation seed as its training run logged it (the version's
-    source and run are the training run's), with how it was chosen and its scores as tags; return (version, alias)."""
-    tags = {
-        "variant": name,
-        "seed": str(val["seed"]),
-        "chosen_by": chosen_by(len(val["per_seed"])),
-        "val_accuracy": f"{val['best_val_accuracy']:.4f}",
-        "test_accuracy": f"{row['accuracy']:.4f}",
-    }
-    return register(cfg.tracking, logged_model_uri(cfg, name, val["seed"]), tags)
-
-
 def compare(cfg: DictConfig) -> dict:
     """Evaluate every run of every variant on the test split; write the report, figures and metrics; register the
     champion (picked by mean val accuracy over seeds) as its best-validation seed's model."""
@@ -143,7 +115,7 @@ def compare(cfg: DictConfig) -> dict:
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
     val = {v: validation_summary(per_seed[v]) for v in variants}
-    champion = pick_champion(val)
+    champion = best_on_validation(val)
     rows, outcome, runs = {}, {"correct": {}, "predictions": {}}, {}
     for variant in tqdm(variants, desc="compare: test split", unit="variant", disable=None):
         seed_rows, predictions, split = evaluate_runs(cfg, variant, seeds)
@@ -163,12 +135,12 @@ def compare(cfg: DictConfig) -> dict:
         }
     outcome["correct"] = {v: p == test.labels for v, p in outcome["predictions"].items()}
     rows[MAJORITY] = majority_row(cfg, test.labels)
-    ranked = sorted(rows.items(), key=lambda item: -item[1]["accuracy"])
+    ranking = ranked(rows)
     tests = pairwise_tests(outcome["correct"])
     version = data_version(Path(cfg.data.split_dir))
-    report = leaderboard(ranked, tests, len(test.labels), version, champion, val, seeds)
+    report = leaderboard(ranking, tests, len(test.labels), version, champion, val, seeds)
     histories = {v: Outputs.study(cfg.trainer, v, val[v]["seed"]).history for v in variants}
-    figures = draw_figures(cfg, ranked, outcome, test, champion, histories, Path(cfg.compare.plots_dir))
+    figures = draw_figures(cfg, ranking, outcome, test, champion, histories, Path(cfg.compare.plots_dir))
     details = {
         "champion": champion,
         "chosen_by": chosen_by(len(seeds)),
@@ -179,8 +151,9 @@ def compare(cfg: DictConfig) -> dict:
         "runs": runs,
         "pairwise": tests,
     }
+    tags = {"stage": "compare", "data_version": version, "champion": champion, **source_tags()}
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare") as run:
-        mlflow.set_tags({"stage": "compare", "data_version": version, "champion": champion, **source_tags()})
+        mlflow.set_tags(tags)
         for name, row in rows.items():
             mlflow.log_metrics({f"{name}.test_accuracy": row["accuracy"], f"{name}.test_ci_low": row["ci_low"]})
         mlflow.log_text(report, "leaderboard.md")
@@ -190,9 +163,15 @@ def compare(cfg: DictConfig) -> dict:
         log_split_inputs(Path(cfg.data.split_dir), {"test": "test"})
         registered = register_champion(cfg, champion, rows[champion], val[champion])
     details["champion_version"], details["champion_alias"] = registered
-    # The report stage logs its HTML to this run, and shows the stage's wall time.
-    details["run_id"], details["seconds"] = run.info.run_id, round(time.monotonic() - started, 1)
+    # What the report shows of this stage (commit, machine, time) and the run it logs its page to, if in its store.
+    details["provenance"] = {
+        "started": utc(run.info.start_time),
+        "ended": utc(time.time() * 1000),
+        "seconds": round(time.monotonic() - started, 1),
+        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith("mlflow.")},
+        "mlflow": {"experiment_id": experiment_id, "run_id": run.info.run_id},
+    }
     write_json(cfg.compare.details, details)
     write_text(cfg.compare.leaderboard, report)
-    write_json(cfg.compare.metrics, dvc_metrics(ranked, val))
+    write_json(cfg.compare.metrics, dvc_metrics(ranking, val))
     return details

@@ -1,7 +1,8 @@
 """Label image files with a trained classifier: `python src/predict.py PATH... [model=URI] [out=F] [batch_size=N]`.
 
 Paths are files (read whatever their name) and folders (their .jpg/.jpeg/.png/.bmp/.gif files, recursively,
-sorted). `model=` takes what `catdog.predict.loading.load_predictor` does; the default is the registry's champion. Each
+sorted). `model=` takes what `catdog.predict.loading.load_predictor` does; the default is the registry's champion, else
+the study's champion from its files (reports/compare.json and its model file). Each
 image gets one printed line, `path<TAB>label<TAB>probability`, or `path<TAB>error: why`; `out=` also writes the
 table as CSV or JSON. TensorFlow is imported only once the arguments are known to be good.
 """
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from catdog.common.errors import UserError, reports_user_errors
 from catdog.common.files import write_text
-from catdog.predict.loading import ModelNotFound, Predictor, default_model, load_predictor
+from catdog.predict.loading import ModelNotFound, Predictor, default_model, load_predictor, store_uri, study_champion
 from catdog.serve.schema import IMAGE_COLUMN
 from catdog.settings.params import compose_config
 from catdog.settings.project import conf_dir
@@ -140,9 +141,29 @@ def write_rows(out: Path, rows: list[dict]) -> None:
 
 
 def find_predictor(spec: str | None, cfg: DictConfig) -> Predictor:
-    """`load_predictor` for `spec` (default: the registry's champion), a model it cannot find a `PredictError`."""
+    """`load_predictor` for `spec`; without one, the registry's champion where the tracking store has it, else the
+    study's champion from its files (a pulled study in a clone with its own store), said on stderr. A model it
+    cannot find is a `PredictError` that says what is missing."""
     try:
         return load_predictor(spec or default_model(cfg), cfg)
+    except ModelNotFound as exc:
+        if spec:
+            raise PredictError(str(exc)) from exc
+    details, model, champion = study_champion(cfg)
+    registered = f"{default_model(cfg)} is not in the tracking store {store_uri(cfg)}"
+    if not champion:
+        raise PredictError(
+            f"no model to use: {registered}, and {details} is not there (the study's compare stage writes it: "
+            "`dvc repro`, or `dvc pull` a study); or pass model=<URI or .keras file>"
+        )
+    if not model.is_file():
+        raise PredictError(
+            f"no model to use: {registered}, and the study's champion {champion} has no model file {model} "
+            "(`dvc pull` fetches it, or `dvc repro` trains it); or pass model=<URI or .keras file>"
+        )
+    print(f"predict: {registered}; using the study's champion {champion}, {model}", file=sys.stderr)
+    try:
+        return load_predictor(str(model), cfg)
     except ModelNotFound as exc:
         raise PredictError(str(exc)) from exc
 

@@ -10,6 +10,7 @@ looked for and how to make one.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from catdog.serve.schema import IMAGE_COLUMN
+from catdog.settings.project import project_dir
+from catdog.settings.run_files import Outputs
 from catdog.tracking.connect import tracking_uri
 
 SQLITE = "sqlite:///"
@@ -36,6 +39,19 @@ class ModelNotFound(RuntimeError):
 
 def default_model(cfg: DictConfig) -> str:
     return f"models:/{cfg.tracking.registered_model}@{cfg.tracking.champion_alias}"
+
+
+def study_champion(cfg: DictConfig) -> tuple[Path, Path, str]:
+    """The study's champion as its files say (reports/compare.json: the variant and its best-validation seed):
+    where compare.json is, the model file, and the champion in words; paths in the project (catdog.settings.project)."""
+    root = project_dir()
+    details = root / cfg.compare.details
+    if not details.is_file():
+        return details, details, ""
+    chosen = json.loads(details.read_text(encoding="utf-8"))
+    champion = chosen["champion"]
+    seed = chosen["validation"][champion]["seed"]
+    return details, root / Outputs.study(cfg.trainer, champion, seed).model, f"{champion} (seed {seed})"
 
 
 def store_uri(cfg: DictConfig) -> str:

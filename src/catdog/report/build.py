@@ -1,9 +1,10 @@
 """The report stage: one self-contained HTML page of the whole study, from what the other stages wrote, logged to
-the compare run in MLflow.
+the compare run in MLflow where the current store holds it.
 
 It recomputes nothing the study recorded: the leaderboard, McNemar tests and champion come from
 reports/compare.json, the figures are the stages' own PNGs, the counts metrics/data.json, the configs and times the
-MLflow runs. The one thing it computes is the champion's Grad-CAM on its test images (catdog.report.explanations).
+runs' records (records/train/, and compare's provenance in reports/compare.json): it reads no tracking store, so a
+pulled study builds the same page in any clone. The one thing it computes is the champion's Grad-CAM on its test images (catdog.report.explanations).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -26,19 +26,12 @@ from catdog.data.manifests import data_version
 from catdog.report import sections
 from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP, explain
 from catdog.report.html import Html, page
-from catdog.report.runs import (
-    RunNotFound,
-    config_differences,
-    get_run,
-    stage_times,
-    this_stage,
-    training_runs,
-)
+from catdog.report.runs import config_differences, stage_times, this_stage, training_records
 from catdog.settings.checks import validate
 from catdog.settings.params import study_run
+from catdog.settings.run_files import Outputs
 from catdog.tracking.connect import connect, tracking_uri
-from catdog.tracking.provenance import DVC_EXPERIMENT_TAG
-from catdog.train.outputs import Outputs
+from catdog.tracking.records import in_store
 
 TITLE = "Cats vs dogs: the study"
 REFERENCE = "baseline"
@@ -72,24 +65,13 @@ def required(path: Path, stage: str) -> Path:
     return path
 
 
-def compare_run(client: MlflowClient, experiment_id: str, details: dict) -> tuple[Run, str | None]:
-    """The run the compare stage logged, by the id it recorded; a compare.json from before it recorded one gets
-    the newest compare run with its champion and data version (outside any DVC experiment), with a note saying so."""
-    if "run_id" in details:
-        return get_run(client, details["run_id"], "compare"), None
-    query = f"tags.stage = 'compare' and tags.champion = '{details['champion']}'"
-    found = [
-        r
-        for r in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"])
-        if DVC_EXPERIMENT_TAG not in r.data.tags
-    ]
-    if not found:
-        raise RunNotFound("reports/compare.json names no run and no compare run matches it; rerun `dvc repro compare`")
-    run = found[0]
-    return (
-        run,
-        f"reports/compare.json predates recording its run id; its run was taken to be {run.info.run_id}, the newest matching compare run.",
-    )
+def compare_provenance(details: dict) -> dict:
+    """What the compare stage wrote about itself into reports/compare.json: its commit, machine, times, run id."""
+    if "provenance" not in details:
+        raise ReportInputMissing(
+            "reports/compare.json has no provenance (an older compare wrote it); rerun `dvc repro compare`"
+        )
+    return details["provenance"]
 
 
 def data_card(cfg: DictConfig) -> sections.Section:
@@ -110,29 +92,27 @@ def data_card(cfg: DictConfig) -> sections.Section:
     return sections.data_card(facts, report["counts"], rejects, required(Path(cfg.data.samples_plot), "split"))
 
 
-def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, int, int]:
-    """The page's HTML, the compare run, and how many mistakes it shows of how many."""
+def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, int, int]:
+    """The page's HTML, the compare stage's provenance, and how many mistakes it shows of how many. From the
+    study's files alone: no tracking store is read."""
     variants, seeds = list(cfg.study.variants), [int(s) for s in cfg.study.seeds]
     details = read_json(cfg.compare.details, "compare")
     best = {v: details["validation"][v].get("seed", seeds[0]) for v in variants}  # each variant's best-val seed
-    experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    client = MlflowClient()
-    runs = training_runs(client, cfg, [(v, s) for v in variants for s in seeds])
-    compared, note = compare_run(client, experiment_id, details)
+    records = training_records(cfg, [(v, s) for v in variants for s in seeds])
+    compared = compare_provenance(details)
     names = {study_run(v, s): (v, s) for v in variants for s in seeds}
     metrics = {n: read_json(Outputs.study(cfg.trainer, *vs).metrics, f"train@{n}") for n, vs in names.items()}
     outputs = {v: Outputs.study(cfg.trainer, v, best[v]) for v in variants}
     figures = Path(cfg.compare.plots_dir)
     explained = explain(cfg, details["champion"], best[details["champion"]])
     reference = REFERENCE if REFERENCE in variants else variants[0]
-    differences = config_differences({v: runs[study_run(v, best[v])].data.params for v in variants}, reference)
-    times = stage_times(runs, {n: m["seconds"] for n, m in metrics.items()}, compared, details.get("seconds"))
+    differences = config_differences({v: records[study_run(v, best[v])]["params"] for v in variants}, reference)
+    times = stage_times(records, {n: m["seconds"] for n, m in metrics.items()}, compared)
     times.append(this_stage(started, time.monotonic() - clock))
     notes = [
         "A commit marked (dirty) ran with changes to src/, conf/, params.yaml or dvc.yaml since that commit.",
         f"The champion is registered as {cfg.tracking.registered_model} version "
         f"{details.get('champion_version', '?')} (@{details.get('champion_alias', '?')}).",
-        *([note] if note else []),
     ]
     body = [
         sections.leaderboard(details, required(figures / "test_accuracy.png", "compare")),
@@ -155,13 +135,17 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, Run, i
     return html, compared, len(explained.misclassified), explained.wrong_total
 
 
-def write_report(cfg: DictConfig, dest: str | Path, log: bool = True) -> Written:
-    """Write the report to `dest` (atomically) and, with `log`, log it to the compare run as `study.html`."""
+def write_report(cfg: DictConfig, dest: str | Path) -> Written:
+    """Write the report to `dest` (atomically); log it to the compare run as `study.html` when the current tracking
+    store holds that run (a pulled study's compare run may be in another store: then the page is only written)."""
     clock, started = time.monotonic(), datetime.now(UTC)
     validate(cfg)
     html, compared, shown, wrong = build(cfg, started, clock)
     dest = Path(dest)
     write_text(dest, html)
-    if log:
-        MlflowClient().log_artifact(compared.info.run_id, str(dest))
-    return Written(dest, compared.info.run_id, log, shown, wrong)
+    run_id = compared["mlflow"]["run_id"]
+    connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
+    logged = in_store(run_id)
+    if logged:
+        MlflowClient().log_artifact(run_id, str(dest))
+    return Written(dest, run_id, logged, shown, wrong)

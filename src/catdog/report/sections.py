@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from catdog.compare.leaderboard import MAJORITY, champion_note, seed_cells, seed_columns
+from catdog.compare.leaderboard import MAJORITY, champion_note, ranked, seed_cells, seed_columns
 from catdog.report.explanations import Explained, Explanations
 from catdog.report.html import Cell, Html, Section, card, cards, image, image_file, inline_markdown, paragraph, table
 from catdog.report.runs import ABSENT, StageTime, duration
@@ -33,7 +33,7 @@ def interval(row: dict) -> str:
 
 def ranked_models(details: dict) -> list[tuple[str, dict]]:
     """The models best first on test accuracy, as the leaderboard ranks them."""
-    return sorted(details["models"].items(), key=lambda item: -item[1]["accuracy"])
+    return ranked(details["models"])
 
 
 def pair(details: dict, a: str, b: str) -> dict | None:

@@ -2,75 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from catdog.common import plots
 from catdog.common.files import atomic_path, write_json, write_text
 from catdog.data.dataset import Split
 from catdog.serve.classifier import log_classifier
-from catdog.settings.params import study_run
+from catdog.settings.run_files import Outputs
+from catdog.tracking.records import write_record
 from catdog.tracking.registry import log_model
 from catdog.train.checkpoints import History, State, best_epoch
 from catdog.train.models import parameter_counts
 
 MONITOR = "val_accuracy"
 EXAMPLE_IMAGES = 2
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where a run writes its model, metrics and plots."""
-
-    model: Path
-    run_info: Path
-    metrics: Path
-    history: Path
-    curves: Path
-    augmentation: Path
-
-    @classmethod
-    def study(cls, trainer: DictConfig, name: str, seed: int) -> Outputs:
-        """The study's outputs of variant `name` trained with `seed`, which DVC tracks (stage train@<name>-<seed>):
-        models/<name>-<seed>/, metrics/train/<name>-<seed>.json, plots/train/<name>-<seed>/."""
-        run = study_run(name, seed)
-        plots_dir = Path(trainer.plots_dir) / run
-        return cls(
-            model=Path(trainer.models_dir) / run / "model.keras",
-            run_info=Path(trainer.models_dir) / run / "mlflow_run.json",
-            metrics=Path(trainer.metrics_dir) / f"{run}.json",
-            history=plots_dir / "history.csv",
-            curves=plots_dir / "curves.png",
-            augmentation=plots_dir / "augmentation.png",
-        )
-
-    @classmethod
-    def in_folder(cls, folder: Path) -> Outputs:
-        """An ad-hoc run's outputs, all in one folder."""
-        names = ("model.keras", "mlflow_run.json", "metrics.json", "history.csv", "curves.png", "augmentation.png")
-        return cls(*(folder / n for n in names))
-
-    def where(self) -> str:
-        """The folders (and metrics file) the outputs are in, for the user."""
-        if self.metrics.parent == self.model.parent:
-            return f"{self.model.parent}/"
-        return f"{self.model.parent}/, {self.metrics}, {self.history.parent}/"
-
-    @classmethod
-    def for_run(cls, cfg: DictConfig) -> Outputs:
-        """`trainer.outputs=study`: the study's; else the run's Hydra folder (outputs/<name>/ outside Hydra)."""
-        if cfg.trainer.outputs == "study":
-            return cls.study(cfg.trainer, cfg.name, cfg.seed)
-        if not HydraConfig.initialized():
-            return cls.in_folder(Path("outputs") / cfg.name)
-        folder = Path(HydraConfig.get().runtime.output_dir)
-        return cls.in_folder(folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder)
 
 
 def write_history_csv(path: Path, history: History) -> None:
@@ -126,6 +76,6 @@ def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[
     # (image files in, labels out) that compare registers and `mlflow models serve` serves.
     model_uri = log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
     classifier_uri = log_classifier(model, list(cfg.data.classes)).model_uri
-    write_json(outputs.run_info, {"run_id": state.run_id, "model_uri": model_uri, "classifier_uri": classifier_uri})
+    write_record(outputs.record, state.run_id, {"model_uri": model_uri, "classifier_uri": classifier_uri})
     print(f"{cfg.name}: model, metrics and plots written to {outputs.where()}")
     return metrics
