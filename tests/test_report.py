@@ -14,7 +14,8 @@ from conftest import TINY_SIZE, tiny_config
 from headless import check_page, external_references, find_browser
 from PIL import Image
 
-from catdog.report.build import ReportInputMissing, compare_provenance
+from catdog.common.files import StudyFileMissing
+from catdog.report.build import compare_provenance
 from catdog.report.explanations import explain, pick
 from catdog.report.html import Html, Section, image, inline_markdown, page, table
 from catdog.report.runs import config_differences, stage_times
@@ -154,7 +155,7 @@ def test_stage_times_come_from_the_records_and_say_what_was_not_recorded(tmp_pat
 
 
 def test_a_compare_json_without_provenance_asks_for_a_new_compare() -> None:
-    with pytest.raises(ReportInputMissing, match=r"no provenance .* rerun `dvc repro compare`"):
+    with pytest.raises(StudyFileMissing, match=r"no provenance .* rerun `dvc repro compare`"):
         compare_provenance({"champion": "baseline"})
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catdog.common.files import StudyFileMissing
 from catdog.predict import label_files as predict
-from catdog.tracking.records import RecordMissing, commit_of, read_record, write_record
+from catdog.tracking.records import commit_of, read_record, write_record
 
 
 def test_a_record_holds_what_the_run_holds_and_reads_back(tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_a_missing_or_broken_record_names_the_file_and_the_stage(tmp_path: Path,
     path = tmp_path / "x-1.json"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(RecordMissing, match=problem) as caught:
+    with pytest.raises(StudyFileMissing, match=problem) as caught:
         read_record(path, "train@x-1")
     assert str(path) in caught.value.line() and "\n" not in caught.value.line()
 

@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 
 from catdog.team import server as team_server
 from catdog.team import swift
+from catdog.team import users as team_users
 from catdog.team.postgres import Cluster
 from catdog.tracking.connect import TrackingServerError, connect
 
@@ -59,7 +60,7 @@ def team() -> Iterator[Team]:
         started = time.monotonic()
         state = team_server.start(folder, s3=True)
         print(f"team server up in {time.monotonic() - started:.1f} s")
-        users = {team_server.ADMIN: team_server.admin_password(folder), "alice": team_server.add_user(folder, "alice")}
+        users = {team_server.ADMIN: team_server.admin_password(folder), "alice": team_users.add_user(folder, "alice")}
         yield Team(folder, state["uri"], users)
     finally:
         team_server.stop(folder)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from catdog.common.errors import UserError
+
 CHUNK_BYTES = 1 << 20
 FILE_MODE = 0o666
 TEMP_ATTEMPTS = 100
@@ -47,6 +49,25 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+class StudyFileMissing(UserError):
+    """A file a stage reads is not there: the stage that writes it has not run here, nor was its output pulled."""
+
+    kind = "missing input"
+
+
+def required(path: str | os.PathLike[str], stage: str) -> Path:
+    """`path`, or an error naming it and the stage that writes it: the one check of every file a stage reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyFileMissing(f"{path} not found; run `dvc repro {stage}` (or `dvc pull` a study that has it)")
+    return path
+
+
+def read_json(path: str | os.PathLike[str], stage: str) -> Any:
+    """The JSON file at `path`, which stage `stage` writes (`required`)."""
+    return json.loads(required(path, stage).read_text(encoding="utf-8"))
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from catdog.common.files import atomic_path, sha256_files, write_json
+from catdog.common.files import atomic_path, read_json, required, sha256_files, write_json
 from catdog.settings.checks import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -37,9 +36,7 @@ def write_csv(path: Path, fields: Sequence[str], rows: Sequence[object]) -> None
 
 
 def read_manifest(path: Path) -> list[Entry]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found; run `dvc repro split` first")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(required(path, "split"), newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
             raise ValueError(f"{path}: expected columns {MANIFEST_FIELDS}, found {reader.fieldnames}")
@@ -72,9 +69,7 @@ def check_split_settings(data: DictConfig) -> str:
     `data.split_seed` and `data.test_fraction`; a run never trains on another split than it logs."""
     split_dir = Path(data.split_dir)
     path = split_dir / SETTINGS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `dvc repro split` (or `python src/split.py`) first")
-    recorded = json.loads(path.read_text(encoding="utf-8"))
+    recorded = read_json(path, "split")
     for knob in ("split_seed", "test_fraction"):
         if recorded[knob] != data[knob]:
             raise ConfigError(

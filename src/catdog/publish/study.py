@@ -19,6 +19,7 @@ import numpy as np
 from mlflow.entities import Metric, Param
 from omegaconf import DictConfig
 
+from catdog.common.files import read_json
 from catdog.settings.params import study_run
 from catdog.settings.run_files import Outputs
 from catdog.tracking.records import TIME_FORMAT, RecordMissing, in_store, read_record
@@ -105,9 +106,7 @@ def publish_training(cfg: DictConfig, experiment_id: str, variant: str, seed: in
 
 def read_details(path: Path) -> dict:
     """reports/compare.json with the provenance compare writes, or an error naming what to run."""
-    if not path.is_file():
-        raise RecordMissing(f"{path} not found; run `dvc repro compare` (or `dvc pull` a study that has it)")
-    details = json.loads(path.read_text(encoding="utf-8"))
+    details = read_json(path, "compare")
     if "provenance" not in details:
         raise RecordMissing(f"{path} has no provenance (an older compare wrote it); rerun `dvc repro compare`")
     return details

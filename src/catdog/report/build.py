@@ -10,7 +10,6 @@ pulled study builds the same page in any clone. The one thing it computes is the
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,12 +19,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from catdog.common.errors import UserError
-from catdog.common.files import write_text
+from catdog.common.files import StudyFileMissing, read_json, required, write_text
 from catdog.data.manifests import data_version
-from catdog.report import sections
+from catdog.report import image_sections, sections, study_card
 from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP, explain
-from catdog.report.html import Html, page
+from catdog.report.html import Html, Section, page
 from catdog.report.runs import config_differences, stage_times, this_stage, training_records
 from catdog.settings.checks import validate
 from catdog.settings.params import study_run
@@ -37,12 +35,6 @@ TITLE = "Cats vs dogs: the study"
 REFERENCE = "baseline"
 
 
-class ReportInputMissing(UserError, RuntimeError):
-    """A file the report reads is not there: the stage that writes it has not run."""
-
-    kind = "report error"
-
-
 @dataclass(frozen=True)
 class Written:
     path: Path
@@ -52,29 +44,16 @@ class Written:
     wrong_total: int
 
 
-def read_json(path: str | Path, stage: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ReportInputMissing(f"{path} not found; run `dvc repro {stage}`")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def required(path: Path, stage: str) -> Path:
-    if not path.is_file():
-        raise ReportInputMissing(f"{path} not found; run `dvc repro {stage}`")
-    return path
-
-
 def compare_provenance(details: dict) -> dict:
     """What the compare stage wrote about itself into reports/compare.json: its commit, machine, times, run id."""
     if "provenance" not in details:
-        raise ReportInputMissing(
+        raise StudyFileMissing(
             "reports/compare.json has no provenance (an older compare wrote it); rerun `dvc repro compare`"
         )
     return details["provenance"]
 
 
-def data_card(cfg: DictConfig) -> sections.Section:
+def data_card(cfg: DictConfig) -> Section:
     split_dir = Path(cfg.data.split_dir)
     report = read_json(cfg.data.report_path, "split")
     settings = read_json(split_dir / "split.json", "split")
@@ -89,7 +68,7 @@ def data_card(cfg: DictConfig) -> sections.Section:
         ("data version", Html(f"<code>{data_version(split_dir)}</code> (hash of the split manifests)")),
         ("majority class (train)", report["majority_class"]),
     ]
-    return sections.data_card(facts, report["counts"], rejects, required(Path(cfg.data.samples_plot), "split"))
+    return study_card.data_card(facts, report["counts"], rejects, required(Path(cfg.data.samples_plot), "split"))
 
 
 def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, int, int]:
@@ -125,11 +104,11 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, 
             best if len(seeds) > 1 else {},
         ),
         sections.confusion(required(figures / "confusion_matrices.png", "compare")),
-        sections.mistakes(explained, MISCLASSIFIED_CAP),
-        sections.correct(explained, CORRECT_PER_CLASS),
+        image_sections.mistakes(explained, MISCLASSIFIED_CAP),
+        image_sections.correct(explained, CORRECT_PER_CLASS),
         data_card(cfg),
-        sections.augmentation({v: o.augmentation for v, o in outputs.items() if o.augmentation.is_file()}),
-        sections.provenance(times, notes),
+        image_sections.augmentation({v: o.augmentation for v, o in outputs.items() if o.augmentation.is_file()}),
+        study_card.provenance(times, notes),
     ]
     html = page(TITLE, sections.summary(details), body)
     return html, compared, len(explained.misclassified), explained.wrong_total

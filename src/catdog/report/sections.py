@@ -1,18 +1,15 @@
-"""The report's sections, each from what the study already wrote (catdog.report.build gathers it), in the order a
-reader asks: who won and is it real, what the variants are and how they trained, where and why the champion
-goes wrong, the data, the augmentation, and how the study was run."""
+"""The report's result sections, each from what the study already wrote (catdog.report.build gathers it): who won
+and is it real, what the variants are and how they trained. The page's order, and every section's title, is
+TITLES; the image sections are in catdog.report.image_sections, the data card and provenance in
+catdog.report.study_card."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from catdog.compare.leaderboard import MAJORITY, champion_note, ranked, seed_cells, seed_columns
-from catdog.report.explanations import Explained, Explanations
-from catdog.report.html import Cell, Html, Section, card, cards, image, image_file, inline_markdown, paragraph, table
-from catdog.report.runs import ABSENT, StageTime, duration
+from catdog.report.html import Cell, Html, Section, image_file, inline_markdown, paragraph, table
 
-SPLIT_ORDER = ("train", "val", "test")
 TITLES = {
     "leaderboard": "Leaderboard on the held-out test split",
     "mcnemar": "Which differences are real (pairwise McNemar tests)",
@@ -180,92 +177,3 @@ def curves(overview: Path, per_variant: dict[str, Path], metrics: dict[str, dict
 def confusion(figure: Path) -> Section:
     note = paragraph("Rows: true class; columns: predicted class; on the test split.", "note")
     return Section("confusion", TITLES["confusion"], [note, image_file(figure, "confusion matrices")])
-
-
-def explained_cards(items: Sequence[Explained]) -> Html:
-    return cards(
-        [
-            card(
-                [
-                    image(e.image, "image/jpeg", f"{e.path}", "photo"),
-                    image(e.overlay, "image/jpeg", f"{e.path}: Grad-CAM", "photo"),
-                ],
-                [e.path, f"true {e.true} → predicted {e.predicted}", f"probability {e.probability:.3f}"],
-            )
-            for e in items
-        ]
-    )
-
-
-def mistakes(ex: Explanations, cap: int) -> Section:
-    shown = len(ex.misclassified)
-    count = f"{ex.variant} got {ex.wrong_total} of {ex.n_test} test images wrong"
-    count += (
-        f"; all {shown} are shown."
-        if shown == ex.wrong_total
-        else f"; the first {shown} (manifest order) are shown, capped at {cap}."
-    )
-    how = (
-        f"Each image at the model's input size ({ex.image_size} px) beside its Grad-CAM for the predicted class (the "
-        f"gradient of that class's logit at the output of `{ex.target}`): red is where the evidence for the wrong answer was."
-    )
-    parts = [paragraph(count), paragraph(inline_markdown(how), "note")]
-    return Section(
-        "mistakes", TITLES["mistakes"], [*parts, explained_cards(ex.misclassified) if shown else paragraph("None.")]
-    )
-
-
-def correct(ex: Explanations, per_class: int) -> Section:
-    note = paragraph(
-        f"The first {per_class} right answers of each class (manifest order), Grad-CAM for the predicted class.", "note"
-    )
-    return Section("correct", TITLES["correct"], [note, explained_cards(ex.correct)])
-
-
-def data_card(card_facts: list[tuple[str, object]], counts: dict, rejects: list[dict], samples: Path) -> Section:
-    splits = sorted(counts, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER), s))
-    classes = sorted({c for split in counts.values() for c in split})
-    rows = [
-        [split, *(Cell(counts[split].get(c, 0)) for c in classes), Cell(sum(counts[split].values()))]
-        for split in splits
-    ]
-    parts: list[object] = [table(["fact", "value"], card_facts), table(["split", *classes, "total"], rows)]
-    if rejects:
-        parts += [
-            paragraph(f"{len(rejects)} files rejected:"),
-            table(["path", "reason"], [[r["path"], r["reason"]] for r in rejects]),
-        ]
-    else:
-        parts.append(paragraph("No file was rejected (unreadable, or a duplicate of an image in another split)."))
-    return Section("data", TITLES["data"], [*parts, image_file(samples, "train split samples", photo=True)])
-
-
-def augmentation(previews: dict[str, Path]) -> Section:
-    parts: list[object] = [
-        paragraph(
-            "What training sees: each variant's augmentation (random flip and rotation, inside the "
-            "model) applied to train images.",
-            "note",
-        )
-    ]
-    for name, path in previews.items():
-        parts += [
-            paragraph(Html(f"<strong>{name}</strong>")),
-            image_file(path, f"{name}: augmentation preview", photo=True),
-        ]
-    if not previews:
-        parts.append(paragraph("No variant augments its images."))
-    return Section("augmentation", TITLES["augmentation"], parts)
-
-
-def provenance(times: list[StageTime], notes: list[str]) -> Section:
-    machines = sorted({t.machine for t in times if t.machine != ABSENT})
-    label = {m: f"M{i + 1}" for i, m in enumerate(machines)}  # the table names each machine; the list says what it is
-    rows = [
-        [t.stage, t.commit, t.started, Cell(duration(t.seconds)), label.get(t.machine, ABSENT), t.source] for t in times
-    ]
-    parts = [
-        table(["stage", "commit", "started", "wall time", "machine", "recorded by"], rows),
-        *(paragraph(f"{label[m]}: {m}") for m in machines),
-    ]
-    return Section("provenance", TITLES["provenance"], [*parts, *(paragraph(n, "note") for n in notes)])

@@ -9,18 +9,9 @@ from pathlib import Path
 
 from catdog.common.errors import reports_user_errors
 from catdog.team.loopback import private_dir, write_private
-from catdog.team.server import (
-    TeamServerError,
-    add_user,
-    default_folder,
-    password_file,
-    read_state,
-    restart_mlflow,
-    runs,
-    start,
-    stop,
-)
+from catdog.team.server import TeamServerError, default_folder, read_state, restart_mlflow, runs, start, stop
 from catdog.team.server import __doc__ as server_doc
+from catdog.team.users import add_user, password_file
 
 
 def print_started(state: dict, folder: Path) -> None:

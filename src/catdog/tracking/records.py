@@ -12,16 +12,13 @@ from pathlib import Path
 
 import mlflow
 
-from catdog.common.errors import UserError
-from catdog.common.files import write_json
+from catdog.common.files import StudyFileMissing, required, write_json
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
 
-class RecordMissing(UserError):
-    """A file a stage reads about an earlier stage's run is not there (or is not a record)."""
-
-    kind = "study error"
+class RecordMissing(StudyFileMissing):
+    """A file a stage reads about an earlier stage's run is not a record."""
 
 
 def utc(millis: float) -> str:
@@ -49,10 +46,8 @@ def write_record(path: Path, run_id: str, pointers: dict[str, str]) -> dict:
 
 def read_record(path: Path, stage: str) -> dict:
     """The record at `path`, or an error naming it and the stage that writes it."""
-    if not path.is_file():
-        raise RecordMissing(f"{path} not found; run `dvc repro {stage}` (or `dvc pull` a study that has it)")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(required(path, stage).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RecordMissing(f"{path} is not JSON ({exc.msg}); rerun `dvc repro {stage}`") from exc
     if not isinstance(record, dict) or not {"params", "tags", "mlflow"} <= set(record):

@@ -97,10 +97,7 @@ def seed_states(model: keras.Model) -> list[list[int]]:
 
 
 def restore_seed_states(model: keras.Model, states: list[list[int]]) -> None:
-    """Set the model's seed generators to `states` (from `seed_states` of the same architecture); none to set
-    leaves them as loaded (a checkpoint written before seeds were saved)."""
-    if not states:
-        return
+    """Set the model's seed generators to `states` (from `seed_states` of the same architecture)."""
     for variable, state in zip(seed_variables(model), states, strict=True):
         variable.assign(state)
 
