@@ -19,8 +19,11 @@ def main(cfg: DictConfig) -> None:
     done = publish(cfg, connect(uri, cfg.tracking.experiment, cfg.tracking.connect_timeout_s))
     added = ", ".join(done.added) or "nothing"
     present = f"; already there: {', '.join(done.present)}" if done.present else ""
-    registered = f"; registered {cfg.tracking.registered_model} version {done.registered[0]} (@{done.registered[1]})"
-    print(f"published into {uri}: {added}{present}{registered if done.registered else ''}")
+    registered = ""
+    if done.registered:
+        version, alias = done.registered
+        registered = f"; registered {cfg.tracking.registered_model} version {version} (@{alias})"
+    print(f"published into {uri}: {added}{present}{registered}")
 
 
 if __name__ == "__main__":

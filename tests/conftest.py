@@ -108,6 +108,21 @@ def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def built_study(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """The tiny study (tests/tiny_study.py), built once per session: the first worker to ask builds it under a lock
+    in the session's shared temporary folder, the others wait for it and reuse it."""
+    import fcntl
+
+    from tiny_study import build
+
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared if worker_id == "master" else shared.parent
+    with open(shared / "tiny-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return build(shared / "tiny-study")
+
+
 @pytest.fixture
 def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("archive")
@@ -231,8 +246,9 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
 
-# The groups that each hold one worker longest go first, so the other worker takes the rest beside them.
-FIRST_GROUPS = ("pipeline", "team")
+# The groups that each hold one worker longest go first, so the other worker takes the rest beside them; "clone"
+# waits for the tiny study "pipeline" builds, which "team" gives it time to.
+FIRST_GROUPS = ("pipeline", "team", "clone")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -134,3 +134,29 @@ def test_editing_a_later_stage_leaves_earlier_stages_up_to_date(edited: str, unt
     for stage in untouched:
         for module in (PACKAGE / edited).glob("*.py"):
             assert not any(module == d or d in module.parents for d in code_deps(stage)), (stage, module)
+
+
+def test_no_module_finds_the_project_from_where_it_is_installed() -> None:
+    """params.yaml and conf/ come from the project folder (catdog.settings.project: the working directory up, or
+    $CATDOG_PROJECT), never from the package's own path, which an installed wheel puts in site-packages."""
+    found = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in PACKAGE.rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "__file__" in line and ".parent" in line
+    ]
+    assert not found, found
+
+
+def test_the_project_is_found_from_the_working_directory_else_the_setting(tmp_path: Path, monkeypatch) -> None:
+    from catdog.settings.checks import ConfigError
+    from catdog.settings.project import PROJECT_ENV, project_dir
+
+    (tmp_path / "project" / "src").mkdir(parents=True)
+    (tmp_path / "project" / "params.yaml").write_text("study: {}\n")
+    assert project_dir(tmp_path / "project" / "src") == tmp_path / "project"
+    monkeypatch.setenv(PROJECT_ENV, str(tmp_path / "project"))
+    assert project_dir(tmp_path) == tmp_path / "project"
+    monkeypatch.delenv(PROJECT_ENV)
+    with pytest.raises(ConfigError, match=rf"no params.yaml in {tmp_path} or above it; .* set {PROJECT_ENV}"):
+        project_dir(tmp_path)

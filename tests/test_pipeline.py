@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,80 +15,23 @@ import numpy as np
 import pytest
 import records
 import yaml
-from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
+from conftest import TINY_COUNTS, TINY_SIZE
 from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
+from tiny_study import TinyStudy, dvc_status, edit_yaml, sh
 
 from catdog.data.dataset import load_split
 from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report.sections import TITLES
-from catdog.team import swift
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 
 
-def sh(*cmd: str, cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
-
-
-def edit_yaml(path: Path, edit) -> None:
-    data = yaml.safe_load(path.read_text())
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def copy_project(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-
-
-def shrink(project: Path) -> None:
-    """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
-
-    def data(d):
-        d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
-        d["download"]["backoff_s"] = 0.01
-        d["min_holdout_per_class"] = 2
-
-    edit_yaml(project / "conf/data/cats_and_dogs.yaml", data)
-    edit_yaml(project / "conf/model/transfer.yaml", lambda m: m["net"].update(weights=None))
-    tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
-    edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("pipeline")
-    archive = zip_folder(make_dataset(root / "source"), root / "mirror.zip")
-    project = root / "project"
-    copy_project(project)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(
-        CATDOG_DATA_MIRROR=str(archive),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.com",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.com",
-    )
-    shrink(project)
-    sh("git", "init", "-q", cwd=project, env=env)
-    sh("git", "add", "-A", cwd=project, env=env)
-    sh("git", "commit", "-qm", "tiny study", cwd=project, env=env)
-    sh(sys.executable, "-m", "dvc", "repro", cwd=project, env=env)
-    return project, env
+def project(built_study: TinyStudy) -> tuple[Path, dict[str, str]]:
+    """The tiny study, built once per session (conftest.built_study); these tests change it as they go."""
+    return built_study.project, built_study.env
 
 
 def test_every_stage_writes_its_outputs(project) -> None:
@@ -265,11 +205,6 @@ def test_an_experiment_shows_its_test_accuracies_and_once_applied_is_the_workspa
     assert dvc_status(root, env) == set()
 
 
-def dvc_status(root: Path, env: dict[str, str]) -> set[str]:
-    """The stages `dvc status` says are out of date."""
-    return set(json.loads(sh(sys.executable, "-m", "dvc", "status", "--json", cwd=root, env=env)))
-
-
 def test_an_ad_hoc_run_leaves_the_study_outputs_alone(project) -> None:
     root, env = project
     before = {p: p.read_bytes() for p in (root / "metrics").rglob("*.json")}
@@ -334,108 +269,6 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     assert second[0] < first[1], f"the two experiments ran one after the other: {spans}"
     shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
     assert all(any(name in row for row in shown.splitlines()) for name in names)
-
-
-@pytest.mark.requires("swift")
-def test_a_clone_pulls_the_study_from_an_s3_remote_and_has_nothing_to_rerun(project, tmp_path: Path) -> None:
-    """`dvc push` to a DVC S3 remote on Swift's S3 API, a fresh `git clone`, `dvc pull`: every stage is up to date
-    and `dvc repro` neither downloads (the clone has no mirror and no network) nor trains (no MLflow run)."""
-    root, env = project
-    s3 = swift.S3Server(tmp_path / "s3")
-    s3.start()
-    try:
-        s3.create_bucket("dvc")
-        dvc = (sys.executable, "-m", "dvc")
-
-        def add_remote(clone: Path) -> None:  # per user, in .dvc/config.local: nothing of it is committed
-            sh(*dvc, "remote", "add", "--local", "-d", "team", "s3://dvc/catdog", cwd=clone, env=env)
-            # The keys stay in the server's 0600 credentials file: none is on a command line or in a config.
-            for key, value in (("endpointurl", s3.endpoint), ("credentialpath", str(s3.credentials_file))):
-                sh(*dvc, "remote", "modify", "--local", "team", key, value, cwd=clone, env=env)
-
-        assert dvc_status(root, env) == set()
-        sh("git", "add", "-A", cwd=root, env=env)
-        sh("git", "commit", "-qm", "the study", "--allow-empty", cwd=root, env=env)
-        add_remote(root)
-        pushed = sh(*dvc, "push", cwd=root, env=env)
-        assert "files pushed" in pushed, pushed
-        assert s3.secret_key not in sh("git", "show", "HEAD:.dvc/config", cwd=root, env=env)
-        clone = tmp_path / "teammate"
-        sh("git", "clone", "-q", str(root), str(clone), cwd=tmp_path, env=env)
-        assert not (clone / "models" / "baseline-42").exists()
-        add_remote(clone)
-        sh(*dvc, "pull", cwd=clone, env=env)
-        for variant in VARIANTS:
-            assert (clone / "models" / f"{variant}-42" / "model.keras").read_bytes() == (
-                root / "models" / f"{variant}-42" / "model.keras"
-            ).read_bytes()
-        offline = {**env, "CATDOG_DATA_MIRROR": str(tmp_path / "no-such-mirror.zip")}
-        assert dvc_status(clone, offline) == set()
-        out = sh(*dvc, "repro", cwd=clone, env=offline)
-        assert "Data and pipelines are up to date." in out, out
-        assert "Running stage" not in out, out
-        assert not (clone / "mlflow.db").exists() and not (clone / "mlruns").exists()
-        a_study_is_its_files(root, clone, offline)
-    finally:
-        s3.stop()
-
-
-def section(page: str, anchor: str) -> str:
-    return re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S).group(1)
-
-
-def earlier_stage_rows(page: str) -> list[str]:
-    """The provenance table's rows of the train and compare stages (the report's own row is the page's run)."""
-    rows = re.findall(r"<tr>(.*?)</tr>", section(page, "provenance"), re.S)
-    return [r for r in rows if "train@" in r or "<td>compare</td>" in r]
-
-
-def a_study_is_its_files(root: Path, clone: Path, env: dict[str, str]) -> None:
-    """The pulled study in a clone whose MLflow store is new and empty: predict labels with the study's champion
-    from the files; a touched report module reruns the report alone, which builds the original's page without
-    the original's store; a touched compare module reruns compare and report, and the champion is registered in
-    the clone's store from its model file; publish logs the training runs into the store once."""
-    dvc = (sys.executable, "-m", "dvc")
-    image = next((clone / "data/raw/cats_and_dogs_filtered/validation/cats").glob("*.jpg"))
-    done = subprocess.run(
-        [sys.executable, "src/predict.py", str(image)], cwd=clone, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"{re.escape(str(image))}\t(cats|dogs)\t[01]\.\d{{4}}\n", done.stdout), done.stdout
-    assert "is not in the tracking store" in done.stderr and "using the study's champion" in done.stderr
-
-    with open(clone / "src/catdog/report/html.py", "a") as handle:
-        handle.write("# touched\n")
-    assert dvc_status(clone, env) == {"report"}
-    out = sh(*dvc, "repro", cwd=clone, env=env)
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"report"}, out
-    assert "not logged: the compare run" in out
-    ours, theirs = ((p / "reports/study.html").read_text(encoding="utf-8") for p in (clone, root))
-    assert section(ours, "variants") == section(theirs, "variants")
-    assert earlier_stage_rows(ours) == earlier_stage_rows(theirs) and len(earlier_stage_rows(ours)) == 5
-
-    with open(clone / "src/catdog/compare/figures.py", "a") as handle:
-        handle.write("# touched\n")
-    out = sh(*dvc, "repro", cwd=clone, env=env)
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"compare", "report"}, out
-    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
-    details = json.loads((clone / "reports/compare.json").read_text())
-    version = client.get_model_version_by_alias("catdog", details["champion_alias"])
-    trained = json.loads((clone / "records/train" / f"{details['champion']}-42.json").read_text())["mlflow"]
-    assert version.tags["training_run_id"] == trained["run_id"] and version.tags["logged_by"].startswith("compare")
-    assert version.run_id == details["provenance"]["mlflow"]["run_id"]
-    assert "logged to the compare run" in out
-
-    published = [sh(sys.executable, "src/publish.py", cwd=clone, env=env) for _ in range(2)]
-    assert all(f"{v}-42" in published[0].split("already there")[0] for v in VARIANTS), published[0]
-    assert "published into" in published[1] and ": nothing; already there" in published[1], published[1]
-    experiment = client.get_experiment_by_name("catdog")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == sorted(["compare", *(f"{v}-42" for v in VARIANTS)])
-    for run in runs:
-        if run.info.run_name != "compare":
-            history = client.get_metric_history(run.info.run_id, "val_accuracy")
-            assert len(history) == 1 and run.data.tags["published_from"] != run.info.run_id
 
 
 def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(project) -> None:
