@@ -16,6 +16,7 @@ from tqdm import tqdm
 from catdog.compare_figures import draw_figures
 from catdog.config import tracking_uri, validate
 from catdog.dataset import Split, batches, configured_split
+from catdog.dead_runs import METRIC as DEAD
 from catdog.errors import UserError
 from catdog.evaluate import log_loss, pairwise_tests, score
 from catdog.files import write_json, write_text
@@ -71,6 +72,7 @@ def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[i
             )
         metrics = json.loads(path.read_text(encoding="utf-8"))
         scores[seed] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
+        scores[seed][DEAD] = bool(metrics.get(DEAD, 0))  # metrics written before dead runs were named: learned
     return scores
 
 

@@ -36,13 +36,14 @@ def best_seed(val: Mapping[int, Mapping[str, float]]) -> int:
 
 def validation_summary(val: Mapping[int, Mapping[str, float]]) -> dict:
     """A variant's val scores over seeds: mean accuracy and loss (what the champion is picked on), the best seed,
-    its best epoch, and each seed's best val accuracy."""
+    its best epoch, each seed's best val accuracy, and the seeds whose run did not learn (catdog.dead_runs)."""
     seed = best_seed(val)
     return {
         **{k: statistics.fmean(v[k] for v in val.values()) for k in VAL_KEYS},
         "best_epoch": val[seed]["best_epoch"],
         "seed": seed,
         "per_seed": {str(s): v["best_val_accuracy"] for s, v in val.items()},
+        "did_not_learn": [s for s, v in val.items() if v.get("did_not_learn")],
     }
 
 
