@@ -52,6 +52,7 @@ def check_run_record(client: MlflowClient, root: Path, variant: str, epochs: int
     assert tags["variant"] == variant and tags["seed"] == "42"
     assert len(tags["data_version"]) == 16
     assert {"git_commit", "git_dirty"} <= set(tags)
+    assert tags["did_not_learn"] in ("true", "false")  # every run says whether it learned (catdog.train.dead_runs)
     artifacts = artifact_paths(client, run.info.run_id)
     assert "figures/learning_curves.png" in artifacts
     assert ("figures/augmentation_preview.png" in artifacts) == (variant != "baseline")

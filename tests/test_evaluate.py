@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catdog.compare.statistics import accuracy_interval, holm, log_loss, mcnemar_exact, pairwise_tests, score
+from catdog.common.intervals import accuracy_interval
+from catdog.compare.statistics import holm, log_loss, mcnemar_exact, pairwise_tests, score
 
 
 def test_wilson_interval_matches_the_closed_form() -> None:

@@ -14,7 +14,16 @@ from conftest import REPO
 PACKAGE = REPO / "src" / "catdog"
 # Lowest first: a subpackage imports only those before it (and itself). `report`, `predict` and `publish` are on top,
 # beside each other; `team` stands apart and imports only `common`.
-LAYERS = ("common", "settings", "data", "tracking", "serve", "train", "compare", ("report", "predict", "publish"))
+LAYERS = (
+    "common",
+    "settings",
+    "data",
+    "tracking",
+    "serve",
+    "train",
+    "compare",
+    ("report", "predict", "publish", "search"),
+)
 APART = {"team": {"common"}}
 STAGES = ("download", "split", "train", "compare", "report")
 

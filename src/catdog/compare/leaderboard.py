@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from catdog.train.dead_runs import WHAT as DEAD_WHAT
+
 MAJORITY = "majority-class"
 CHOSEN_BY = "best validation accuracy (ties: lower validation loss), never the test split"
 CHOSEN_BY_MEAN = (
@@ -52,13 +54,36 @@ def seed_columns(seeds: list[int]) -> tuple[list[str], list[str]]:
     return names, ["---"] * len(names)
 
 
-def seed_cells(row: dict, seeds: list[int]) -> list[str]:
+def seed_cells(row: dict, seeds: list[int], dead: list[int] | None = None) -> list[str]:
+    """The sd and each seed's accuracy, a seed whose run did not learn marked."""
     if len(seeds) == 1:
         return []
     per_seed = row.get("per_seed")
     if per_seed is None:  # the majority-class guess: no seeds
         return ["–"] * (len(seeds) + 1)
-    return [f"{row['sd']:.1%}", *(f"{per_seed[str(s)]:.1%}" for s in seeds)]
+    marked = set(dead or [])
+    return [f"{row['sd']:.1%}", *(f"{per_seed[str(s)]:.1%}{DEAD_MARK if s in marked else ''}" for s in seeds)]
+
+
+DEAD_MARK = " †"
+
+
+def dead_seeds(val_row: dict | None) -> list[int]:
+    """The seeds of a variant whose run did not learn (none for the majority-class guess)."""
+    return list((val_row or {}).get("did_not_learn", []))
+
+
+def model_cell(name: str, val: dict[str, dict]) -> str:
+    """The model's name, marked when any of its runs did not learn."""
+    return name + (DEAD_MARK if dead_seeds(val.get(name)) else "")
+
+
+def dead_note(val: dict[str, dict]) -> list[str]:
+    """One line naming every run that did not learn, or none: its scores count as they are, named, not hidden."""
+    runs = [f"{name} seed {seed}" for name, row in val.items() for seed in dead_seeds(row)]
+    if not runs:
+        return []
+    return [f"† Did not learn ({DEAD_WHAT}): {', '.join(runs)}; its scores count as they are."]
 
 
 def intro(n_test: int, version: str, seeds: list[int]) -> str:
@@ -106,10 +131,12 @@ def leaderboard(
         val_accuracy = f"{val[name]['best_val_accuracy']:.1%}" if name in val else "–"
         cells = [f"{m['precision']:.2f} / {m['recall']:.2f} / {m['f1']:.2f}" for m in row["per_class"].values()]
         lines.append(
-            f"| {rank} | {name} | {row['accuracy']:.1%} | {row['ci_low']:.1%} – {row['ci_high']:.1%} | {loss} "
-            f"| {val_accuracy} | {' | '.join([*cells, *seed_cells(row, seeds)])} |"
+            f"| {rank} | {model_cell(name, val)} | {row['accuracy']:.1%} | {row['ci_low']:.1%} – {row['ci_high']:.1%} | {loss} "
+            f"| {val_accuracy} | {' | '.join([*cells, *seed_cells(row, seeds, dead_seeds(val.get(name)))])} |"
         )
+    dead = dead_note(val)
     lines += [
+        *(["", *dead] if dead else []),
         "",
         "## Pairwise McNemar tests",
         "",

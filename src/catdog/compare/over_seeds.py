@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from scipy.stats import t as student_t
 
-from catdog.compare.statistics import CONFIDENCE
+from catdog.common.intervals import CONFIDENCE
 
 VAL_KEYS = ("best_val_accuracy", "best_val_loss")
 Key = TypeVar("Key")
@@ -39,13 +39,14 @@ def best_on_validation(val: Mapping[Key, Mapping[str, float]]) -> Key:
 
 def validation_summary(val: Mapping[int, Mapping[str, float]]) -> dict:
     """A variant's val scores over seeds: mean accuracy and loss (what the champion is picked on), the best seed,
-    its best epoch, and each seed's best val accuracy."""
+    its best epoch, each seed's best val accuracy, and the seeds whose run did not learn (catdog.train.dead_runs)."""
     seed = best_on_validation(val)
     return {
         **{k: statistics.fmean(v[k] for v in val.values()) for k in VAL_KEYS},
         "best_epoch": val[seed]["best_epoch"],
         "seed": seed,
         "per_seed": {str(s): v["best_val_accuracy"] for s, v in val.items()},
+        "did_not_learn": [s for s, v in val.items() if v.get("did_not_learn")],
     }
 
 

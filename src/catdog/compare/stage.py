@@ -3,7 +3,6 @@ training seeds, ranked, and the champion registered."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from catdog.common.errors import UserError
-from catdog.common.files import write_json, write_text
+from catdog.common.files import read_json, write_json, write_text
 from catdog.compare.champion import register_champion
 from catdog.compare.figures import draw_figures
 from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard, ranked
@@ -28,6 +27,7 @@ from catdog.settings.run_files import Outputs
 from catdog.tracking.connect import connect, tracking_uri
 from catdog.tracking.provenance import log_split_inputs, source_tags
 from catdog.tracking.records import utc
+from catdog.train.dead_runs import METRIC as DEAD
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -65,13 +65,9 @@ def validation_scores(cfg: DictConfig, variant: str, seeds: list[int]) -> dict[i
     scores = {}
     for seed in seeds:
         path = Outputs.study(cfg.trainer, variant, seed).metrics
-        if not path.is_file():
-            raise ModelLoadError(
-                f"run {study_run(variant, seed)!r}: metrics file {path} not found; "
-                f"run `dvc repro train@{study_run(variant, seed)}`"
-            )
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = read_json(path, f"train@{study_run(variant, seed)}")
         scores[seed] = {k: metrics[k] for k in ("best_val_accuracy", "best_val_loss", "best_epoch")}
+        scores[seed][DEAD] = bool(metrics.get(DEAD, 0))  # metrics written before dead runs were named: learned
     return scores
 
 

@@ -9,14 +9,9 @@ import numpy as np
 from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-CONFIDENCE = 0.95
+from catdog.common.intervals import accuracy_interval
+
 ALPHA = 0.05
-
-
-def accuracy_interval(correct: int, total: int) -> tuple[float, float]:
-    """Wilson score interval for an accuracy of `correct` out of `total`."""
-    ci = binomtest(correct, total).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catdog.compare.leaderboard import MAJORITY, champion_note, ranked, seed_cells, seed_columns
+from catdog.compare.leaderboard import (
+    MAJORITY,
+    champion_note,
+    dead_note,
+    dead_seeds,
+    model_cell,
+    ranked,
+    seed_cells,
+    seed_columns,
+)
 from catdog.report.html import Cell, Html, Section, image_file, inline_markdown, paragraph, table
 
 TITLES = {
@@ -91,13 +100,13 @@ def leaderboard(details: dict, figure: Path) -> Section:
         rows.append(
             [
                 Cell(rank),
-                name,
+                model_cell(name, val),
                 Cell(f"{row['accuracy']:.1%}"),
                 Cell(f"{row['ci_low']:.1%} – {row['ci_high']:.1%}"),
                 Cell("–" if row["loss"] is None else f"{row['loss']:.3f}"),
                 Cell(f"{val[name]['best_val_accuracy']:.1%}" if name in val else "–"),
                 *(Cell(f"{m['precision']:.2f} / {m['recall']:.2f} / {m['f1']:.2f}") for m in row["per_class"].values()),
-                *(Cell(c) for c in seed_cells(row, seeds)),
+                *(Cell(c) for c in seed_cells(row, seeds, dead_seeds(val.get(name)))),
             ]
         )
     notes = [paragraph(inline_markdown(line)) for line in champion_note(details["champion"], ranked, val)]
@@ -109,10 +118,11 @@ def leaderboard(details: dict, figure: Path) -> Section:
         "note",
     )
     marks = ["champion" if name == details["champion"] else "" for name, _ in ranked]
+    dead = [paragraph(inline_markdown(line), "note") for line in dead_note(val)]
     return Section(
         "leaderboard",
         TITLES["leaderboard"],
-        [*notes, intro, table(header, rows, marks), image_file(figure, "test accuracy")],
+        [*notes, intro, table(header, rows, marks), *dead, image_file(figure, "test accuracy")],
     )
 
 

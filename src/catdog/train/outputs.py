@@ -17,6 +17,7 @@ from catdog.settings.run_files import Outputs
 from catdog.tracking.records import write_record
 from catdog.tracking.registry import log_model
 from catdog.train.checkpoints import History, State, best_epoch
+from catdog.train.dead_runs import METRIC, TAG, WHAT, did_not_learn, majority_interval
 from catdog.train.models import parameter_counts
 
 MONITOR = "val_accuracy"
@@ -61,6 +62,12 @@ def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[
     """Write the run's model, metrics, history and figures, and complete its MLflow run; return the metrics."""
     outputs = Outputs.for_run(cfg)
     metrics = summary(state.history, seconds, parameter_counts(model))
+    patience = cfg.trainer.early_stopping.patience if cfg.trainer.early_stopping.enabled else None
+    dead = did_not_learn(state.history[MONITOR], patience, majority_interval(data["train"].labels, data["val"].labels))
+    metrics[METRIC] = int(dead)
+    mlflow.set_tag(TAG, str(dead).lower())
+    if dead:
+        print(f"{cfg.name}: did not learn ({WHAT}); tagged {TAG} in MLflow")
     save_model(model, outputs)
     write_json(outputs.metrics, metrics)
     write_history_csv(outputs.history, state.history)
