@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from catdog import swift
 from catdog.dataset import load_split
+from catdog.files import sha256_file
 from catdog.report_gradcam import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report_sections import TITLES
 
@@ -57,11 +58,13 @@ def copy_project(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
-def shrink(project: Path) -> None:
-    """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
+def shrink(project: Path, archive: Path) -> None:
+    """Tiny images, tiny expected counts, the generated archive's sha256, random backbone weights, one epoch per
+    variant."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
+        d["sha256"] = sha256_file(archive)
         d["download"]["backoff_s"] = 0.01
         d["min_holdout_per_class"] = 2
 
@@ -86,7 +89,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
         GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com",
     )
-    shrink(project)
+    shrink(project, archive)
     sh("git", "init", "-q", cwd=project, env=env)
     sh("git", "add", "-A", cwd=project, env=env)
     sh("git", "commit", "-qm", "tiny study", cwd=project, env=env)
