@@ -264,6 +264,7 @@ def test_a_logged_classifier_gives_the_local_models_rows(
     assert loaded.metadata.get_model_info().flavors["python_function"]["config"] == {
         "classes": CLASSES,
         "image_size": TINY_SIZE,
+        "max_pixels": 40_000_000,
     }
 
 
