@@ -208,4 +208,7 @@ def fix_checksum(mirror_env: str, mirror: str | None, pinned: str | None) -> str
     """What to do about an archive whose sha256 is not the pinned one."""
     if mirror:
         return f"point {mirror_env} at a copy whose sha256 is {pinned} (or unset it to download the archive), {AGAIN}"
-    return f"the download may be damaged, or the server sent another archive: point {mirror_env} at a checked copy, {AGAIN}"
+    return (
+        f"the download may be damaged, or the server sent another archive: point {mirror_env} at a checked copy, "
+        f"{AGAIN}"
+    )

@@ -1,6 +1,6 @@
 """Label image files with a trained classifier: `python src/predict.py PATH... [model=URI] [out=F] [batch_size=N]`.
 
-Paths are files (read whatever their name) and folders (their .jpg/.jpeg/.png/.bmp/.gif files, recursively,
+Paths are files (read whatever their name) and folders (their .jpg/.jpeg/.png/.bmp/.gif/.webp files, recursively,
 sorted). `model=` takes what `catdog.loading.load_predictor` does; the default is the registry's champion. Each
 image gets one printed line, `path<TAB>label<TAB>probability`, or `path<TAB>error: why`; `out=` also writes the
 table as CSV or JSON. TensorFlow is imported only once the arguments are known to be good.
@@ -26,7 +26,7 @@ from catdog.loading import IMAGE_COLUMN, ModelNotFound, Predictor, default_model
 from catdog.study import compose_config
 
 USAGE = "usage: python src/predict.py PATH... [model=URI|FILE.keras] [out=preds.csv|preds.json] [batch_size=N]"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 OUT_SUFFIXES = (".csv", ".json")
 DEFAULT_BATCH = 32
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
