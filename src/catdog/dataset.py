@@ -62,8 +62,12 @@ def decode_images(
         ThreadPoolExecutor(os.cpu_count() or 1) as pool,
         tqdm(total=len(files), desc=desc, unit="img", disable=None) as bar,
     ):
-        for _ in pool.map(decode, range(len(files))):
-            bar.update(1)
+        try:
+            for _ in pool.map(decode, range(len(files))):
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the first failure ends the decode: no waiting for the others
+            raise
     return out
 
 
