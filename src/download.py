@@ -1,4 +1,5 @@
-"""DVC stage `download`: fetch the archive (or $CATDOG_DATA_MIRROR), extract it safely, check its layout."""
+"""DVC stage `download`: fetch the archive (or $CATDOG_DATA_MIRROR), check its sha256, extract it safely, check its
+layout."""
 
 from pathlib import Path
 
@@ -6,12 +7,14 @@ import hydra
 from omegaconf import DictConfig
 
 from catdog.data.download import download_dataset
+from catdog.settings.checks import validate
 from catdog.settings.hydra_app import hydra_entry
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @hydra_entry
 def main(cfg: DictConfig) -> None:
+    validate(cfg)
     data = cfg.data
     counts = download_dataset(
         urls=list(data.urls),
@@ -19,6 +22,7 @@ def main(cfg: DictConfig) -> None:
         raw_dir=Path(data.raw_dir),
         dataset_dir=Path(data.dataset_dir),
         expected=data.expected,
+        sha256=data.sha256,
         attempts=data.download.attempts,
         backoff_s=data.download.backoff_s,
         timeout_s=data.download.timeout_s,

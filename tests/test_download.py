@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import http.server
+import logging
+import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLASS_COLOURS, TINY_COUNTS, make_dataset, zip_folder
+from conftest import CLASS_COLOURS, CONF, TINY_COUNTS, make_dataset, zip_folder
 
+from catdog.common.files import sha256_file
+from catdog.data.checksums import ChecksumError
 from catdog.data.download import ArchiveError, DownloadError, download_dataset, mirror_source, safe_extract
+from catdog.settings.params import compose_config
 
 EXPECTED = {folder: {cls: n for cls in CLASS_COLOURS} for folder, n in TINY_COUNTS.items()}
 MIRROR_ENV = "CATDOG_TEST_MIRROR"
@@ -52,13 +57,15 @@ def send(handler: http.server.BaseHTTPRequestHandler, body: bytes, length: int |
     handler.wfile.write(body)
 
 
-def run_download(tmp_path: Path, urls: list[str], attempts: int = 3) -> dict:
+def run_download(tmp_path: Path, urls: list[str], attempts: int = 3, sha256: str | None = None) -> dict:
+    """Download into tmp_path/raw; `sha256` pins the archive (None: the generated archive's is not pinned)."""
     return download_dataset(
         urls,
         MIRROR_ENV,
         tmp_path / "raw",
         tmp_path / "raw" / "dataset",
         EXPECTED,
+        sha256=sha256,
         attempts=attempts,
         backoff_s=0.01,
         timeout_s=5,
@@ -162,3 +169,51 @@ def test_a_missing_mirror_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "nope.zip"))
     with pytest.raises(DownloadError, match=f"{MIRROR_ENV}=.*nope.zip.*no such file"):
         mirror_source(MIRROR_ENV)
+
+
+def test_the_pinned_sha256_passes_the_archive_it_names(tmp_path: Path, tiny_archive: Path, serve) -> None:
+    url = serve(lambda h, n: send(h, tiny_archive.read_bytes()))
+    assert run_download(tmp_path, [url], sha256=sha256_file(tiny_archive).upper()) == EXPECTED
+
+
+def test_another_archive_with_the_same_layout_fails_naming_both_hashes(
+    tmp_path: Path, tiny_archive: Path, serve
+) -> None:
+    other = zip_folder(make_dataset(tmp_path / "other"), tmp_path / "other.zip", extra={"note.txt": b"not ours"})
+    url = serve(lambda h, n: send(h, other.read_bytes()))
+    pinned, served = sha256_file(tiny_archive), sha256_file(other)
+    with pytest.raises(ChecksumError) as refused:
+        run_download(tmp_path, [url], sha256=pinned)
+    message = str(refused.value)
+    assert message.startswith(f"{url}: the archive's sha256 is {served}, but data.sha256 pins {pinned}")
+    assert "`dvc repro download`" in message and f"`sha256: {served}` in conf/data/cats_and_dogs.yaml" in message
+    assert not (tmp_path / "raw" / "dataset").exists() and not (tmp_path / "raw" / "extracted").exists()
+    assert list((tmp_path / "raw").iterdir()) == []  # nothing extracted, the archive removed
+
+
+def test_a_mirror_with_another_archive_says_which_copy_to_point_it_at(
+    tmp_path: Path, tiny_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MIRROR_ENV, str(tiny_archive))
+    pinned = "0" * 64
+    with pytest.raises(ChecksumError, match=f"{MIRROR_ENV}={tiny_archive}: the archive's sha256 is") as refused:
+        run_download(tmp_path, ["http://127.0.0.1:9/never-asked"], sha256=pinned)
+    assert f"point {MIRROR_ENV} at a copy whose sha256 is {pinned}" in str(refused.value)
+
+
+def test_no_pin_checks_nothing_and_logs_the_hash(
+    tmp_path: Path, tiny_archive: Path, serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = serve(lambda h, n: send(h, tiny_archive.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="catdog.data.checksums"):
+        assert run_download(tmp_path, [url], sha256=None) == EXPECTED
+    assert f"sha256 {sha256_file(tiny_archive)}, not checked (data.sha256 is null)" in caplog.text
+
+
+def test_the_data_config_pins_the_mirrors_archive() -> None:
+    """Where the real archive is at hand (CI's CATDOG_DATA_MIRROR), its sha256 is the one the data config pins."""
+    data = compose_config(CONF).data
+    mirror = os.environ.get(data.mirror_env)
+    if not mirror:
+        pytest.skip(f"{data.mirror_env} is not set: no copy of the real archive to hash")
+    assert sha256_file(mirror) == data.sha256

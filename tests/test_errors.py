@@ -23,10 +23,12 @@ from conftest import (
 )
 
 from catdog.common.errors import UserError, one_line, reports_user_errors
+from catdog.common.files import sha256_file
 from catdog.data.download import ArchiveError, DownloadError
 from catdog.data.require import DataMissing
 from catdog.predict.label_files import PredictError, UsageError
 from catdog.settings.checks import ConfigError
+from catdog.settings.params import compose_config
 from catdog.tracking.connect import StoreError, TrackingServerError, TrackingUnavailable
 
 GET_DATA = "`dvc repro split` (or `python src/download.py && python src/split.py`)"
@@ -106,6 +108,14 @@ def test_a_mirror_that_is_not_a_zip_is_one_line_naming_the_variable(fresh: Path,
     mirror.write_text("an HTML error page, saved under the archive's name")
     env = {**os.environ, "CATDOG_DATA_MIRROR": str(mirror)}
     line = refusal(run_entry("download.py", cwd=fresh, env=env))
+    pinned = compose_config(REPO / "conf").data.sha256
+    assert line.startswith(
+        f"download error: CATDOG_DATA_MIRROR={mirror}: the archive's sha256 is {sha256_file(mirror)}, "
+        f"but data.sha256 pins {pinned}"
+    )
+    assert f"point CATDOG_DATA_MIRROR at a copy whose sha256 is {pinned}" in line
+    assert not (fresh / "outputs").exists()
+    line = refusal(run_entry("download.py", "data.sha256=null", cwd=fresh, env=env))  # no pin: the zip is checked
     assert line.startswith(f"download error: CATDOG_DATA_MIRROR={mirror}: not a readable zip archive")
     assert "point CATDOG_DATA_MIRROR at a copy of cats_and_dogs_filtered.zip" in line
     assert "`dvc repro download`" in line

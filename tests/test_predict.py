@@ -20,10 +20,12 @@ import mlflow
 import numpy as np
 import pytest
 from conftest import REPO, TINY_SIZE, run_entry, tiny_config
+from omegaconf import OmegaConf
 from PIL import Image
 
 from catdog.data.dataset import decode_images
 from catdog.predict import label_files as predict
+from catdog.predict.loading import load_predictor
 from catdog.serve.classifier import ImageClassifier, log_classifier, softmax, to_base64
 from catdog.team.loopback import free_port
 from catdog.train.models import build_model
@@ -276,7 +278,24 @@ def test_a_logged_classifier_gives_the_local_models_rows(
     assert loaded.metadata.get_model_info().flavors["python_function"]["config"] == {
         "classes": CLASSES,
         "image_size": TINY_SIZE,
+        "max_pixels": 40_000_000,
     }
+
+
+def test_predict_applies_the_configured_pixel_limit_to_every_kind_of_model(
+    tmp_path: Path, keras_file: Path, model: keras.Model
+) -> None:
+    image = save(tmp_path / "a.png", picture(0, (40, 30)), "PNG")  # 1,200 pixels
+    with mlflow.start_run() as active:
+        logged = log_classifier(model, CLASSES).model_uri  # logged with the default, 40 MP
+        mlflow.keras.save_model(model, str(tmp_path / "keras-model"))
+        mlflow.log_artifacts(str(tmp_path / "keras-model"), "model")
+    cfg = predict.project_config()
+    strict = OmegaConf.merge(cfg, {"data": {"max_pixels": 1000}})
+    for spec in [str(keras_file), logged, f"runs:/{active.info.run_id}/model"]:
+        assert predict.predict_files([image], load_predictor(spec, cfg), 1)[0]["error"] == "", spec
+        row = predict.predict_files([image], load_predictor(spec, strict), 1)[0]
+        assert "over the limit of 0.001 megapixels (max_pixels=1000)" in row["error"], spec
 
 
 def test_a_keras_flavour_champion_is_wrapped_with_the_configured_classes(

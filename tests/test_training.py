@@ -6,12 +6,14 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import hostile
 import keras
 import numpy as np
 import pytest
@@ -19,7 +21,8 @@ import records
 from conftest import REPO, WEIGHTS_SIZE, expected_overrides, tiny_config
 from mlflow import MlflowClient
 
-from catdog.data.dataset import EpochClock, Split, batches, load_split
+from catdog.data import images
+from catdog.data.dataset import EpochClock, Split, UnreadableImage, batches, load_split
 from catdog.data.manifests import data_version, read_manifest
 from catdog.train import fit as phases
 from catdog.train import run as training
@@ -208,6 +211,43 @@ def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
     ds = batches(second, 4, shuffle=True, seed=0)
     images, labels = next(iter(ds))
     assert images.dtype == "float32" and images.shape[1:] == (32, 32, 3) and labels.shape == (4,)
+
+
+def test_cache_is_keyed_by_the_decode_recipe(split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to how images are decoded, with its new `DECODE_VERSION`, is a cache miss: the split is decoded again
+    with the new recipe, where the old cache would have served the old pixels."""
+    cache = split_data / "data" / "cache"
+    args = (
+        split_data / "data/split/val.csv",
+        split_data / "data/raw/cats_and_dogs_filtered",
+        ["cats", "dogs"],
+        32,
+        cache,
+    )
+    first = load_split(*args)
+    decode = images.decode_tensor
+    monkeypatch.setattr(images, "decode_tensor", lambda *a: 255 - decode(*a))  # another recipe: the negative
+    try:
+        images._graph.cache_clear()
+        np.testing.assert_array_equal(load_split(*args).images, first.images)  # the same version: the cache
+        monkeypatch.setattr(images, "DECODE_VERSION", images.DECODE_VERSION + 1)
+        np.testing.assert_array_equal(load_split(*args).images, 255 - first.images)
+        assert len(list(cache.glob("val-*.npz"))) == 2
+        np.testing.assert_array_equal(load_split(*args).images, 255 - first.images)  # now cached too
+        assert len(list(cache.glob("val-*.npz"))) == 2
+    finally:
+        images._graph.cache_clear()  # traced with the negative: trace the real recipe again next time
+
+
+def test_an_image_over_the_pixel_limit_fails_the_decode_naming_the_file(split_data: Path) -> None:
+    dataset = split_data / "data/raw/cats_and_dogs_filtered"
+    victim = dataset / read_manifest(split_data / "data/split/val.csv")[3].path
+    victim.write_bytes(hostile.encode(hostile.picture(0, 50, 30), "PNG"))  # the others are 40 x 30
+    args = (split_data / "data/split/val.csv", dataset, ["cats", "dogs"], 32, split_data / "data" / "cache")
+    with pytest.raises(UnreadableImage, match=f"^{re.escape(str(victim))}: PNG of 50 x 30 px .*max_pixels=1200"):
+        load_split(*args, max_pixels=1200)
+    assert not (split_data / "data" / "cache").exists()
+    assert load_split(*args).images.shape[1:] == (32, 32, 3)  # the default, 40 megapixels
 
 
 def test_nan_loss_fails_the_run_and_writes_no_model(split_data: Path) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 
+from catdog.common.files import sha256_file
+
 
 @dataclass(frozen=True)
 class TinyStudy:
@@ -49,11 +51,13 @@ def copy_project(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
 
 
-def shrink(project: Path) -> None:
-    """Tiny images, tiny expected counts, random backbone weights, one epoch per variant."""
+def shrink(project: Path, archive: Path) -> None:
+    """Tiny images, tiny expected counts, the generated archive's sha256, random backbone weights, one epoch per
+    variant."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
+        d["sha256"] = sha256_file(archive)
         d["download"]["backoff_s"] = 0.01
         d["min_holdout_per_class"] = 2
 
@@ -90,7 +94,7 @@ def build(root: Path) -> TinyStudy:
         shutil.rmtree(root, ignore_errors=True)
         zip_folder(make_dataset(root / "source"), archive)
         copy_project(project)
-        shrink(project)
+        shrink(project, archive)
         sh("git", "init", "-q", cwd=project, env=env)
         sh("git", "add", "-A", cwd=project, env=env)
         sh("git", "commit", "-qm", "tiny study", cwd=project, env=env)

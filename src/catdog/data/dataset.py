@@ -1,7 +1,10 @@
-"""Images decoded once per split into a cache keyed by the manifest's hash, then served by tf.data."""
+"""Images decoded once per split into a cache keyed by the manifest's hash and the decode recipe, then served by
+tf.data."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +14,10 @@ import tensorflow as tf
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from catdog.common.errors import UserError
 from catdog.common.files import atomic_path, sha256_file
+from catdog.data import images
 from catdog.data.manifests import read_manifest
-
-CHANNELS = 3
-DECODE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -28,38 +30,55 @@ class Split:
 
 
 def cache_file(cache_dir: Path, manifest: Path, image_size: int) -> Path:
-    """The cache file name carries the manifest's hash, so a new split never reuses a stale cache."""
-    return cache_dir / f"{manifest.stem}-{sha256_file(manifest)[:16]}-{image_size}px.npz"
+    """The cache file name carries the manifest's hash, so a new split never reuses a stale cache, and the decode
+    recipe (`catdog.data.images.DECODE_VERSION`, TensorFlow's version for its decoders), so a change to how images are
+    decoded never serves the old pixels."""
+    decode = f"decode{images.DECODE_VERSION}-tf{tf.__version__}"
+    return cache_dir / f"{manifest.stem}-{sha256_file(manifest)[:16]}-{decode}-{image_size}px.npz"
 
 
-def decode_image_bytes(contents: tf.Tensor, image_size: int) -> tf.Tensor:
-    """An image file's bytes (JPEG, PNG, BMP, GIF's first frame) as uint8 (size, size, 3): greyscale and RGBA
-    become RGB, then a bilinear resize, rounded and clipped. Training and serving (`catdog.serve.classifier`) both decode
-    through this one function, so a served image is exactly the image a model was trained and evaluated on."""
-    image = tf.io.decode_image(contents, channels=CHANNELS, expand_animations=False)
-    image = tf.image.resize(image, (image_size, image_size), method="bilinear")
-    return tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8)
+class UnreadableImage(UserError):
+    """A listed image of the data set cannot be decoded, or is over the pixel limit."""
+
+    kind = "data error"
 
 
-def _decode(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    return decode_image_bytes(tf.io.read_file(path), image_size)
+def decode_images(
+    files: list[str], image_size: int, desc: str, max_pixels: int = images.DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode and resize `files` (`catdog.data.images.decode_image`) on a thread per core, with a progress bar."""
+    out = np.empty((len(files), image_size, image_size, images.CHANNELS), dtype=np.uint8)
 
+    def decode(row: int) -> None:
+        try:
+            out[row] = images.decode_image(Path(files[row]).read_bytes(), image_size, max_pixels)
+        except images.ImageError as exc:
+            raise UnreadableImage(
+                f"{files[row]}: {exc}; remove it from the data set (or raise data.max_pixels), then run "
+                "`dvc repro split` again"
+            ) from exc
 
-def decode_images(files: list[str], image_size: int, desc: str) -> np.ndarray:
-    """Decode and resize `files` in parallel (as image_dataset_from_directory does), with a progress bar."""
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    ds = ds.map(lambda p: _decode(p, image_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    out = np.empty((len(files), image_size, image_size, CHANNELS), dtype=np.uint8)
-    with tqdm(total=len(files), desc=desc, unit="img", disable=None) as bar:
-        start = 0
-        for batch in ds.batch(DECODE_BATCH).prefetch(tf.data.AUTOTUNE):
-            out[start : start + len(batch)] = batch.numpy()
-            start += len(batch)
-            bar.update(len(batch))
+    with (
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+        tqdm(total=len(files), desc=desc, unit="img", disable=None) as bar,
+    ):
+        try:
+            for _ in pool.map(decode, range(len(files))):
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the first failure ends the decode: no waiting for the others
+            raise
     return out
 
 
-def load_split(manifest: Path, dataset_dir: Path, classes: list[str], image_size: int, cache_dir: Path) -> Split:
+def load_split(
+    manifest: Path,
+    dataset_dir: Path,
+    classes: list[str],
+    image_size: int,
+    cache_dir: Path,
+    max_pixels: int = images.DEFAULT_MAX_PIXELS,
+) -> Split:
     """The split named by `manifest`, decoded from the cache or, the first time, from the JPEGs."""
     entries = read_manifest(manifest)
     unknown = sorted({e.label for e in entries} - set(classes))
@@ -71,16 +90,18 @@ def load_split(manifest: Path, dataset_dir: Path, classes: list[str], image_size
     if cache.is_file():
         with np.load(cache) as stored:
             return Split(stored["images"], labels, paths)
-    images = decode_images([str(dataset_dir / p) for p in paths], image_size, desc=f"decode {manifest.stem}")
+    files = [str(dataset_dir / p) for p in paths]
+    pixels = decode_images(files, image_size, desc=f"decode {manifest.stem}", max_pixels=max_pixels)
     with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=images)
-    return Split(images, labels, paths)
+        np.savez(handle, images=pixels)
+    return Split(pixels, labels, paths)
 
 
 def configured_split(data: DictConfig, name: str, image_size: int) -> Split:
     """`load_split` for split `name` (train, val or test) at the paths of the `data` config group."""
     manifest = Path(data.split_dir) / f"{name}.csv"
-    return load_split(manifest, Path(data.dataset_dir), list(data.classes), image_size, Path(data.cache_dir))
+    where = (Path(data.dataset_dir), list(data.classes), image_size, Path(data.cache_dir))
+    return load_split(manifest, *where, max_pixels=data.max_pixels)
 
 
 class EpochClock(keras.callbacks.Callback):

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from catdog.common.errors import UserError
 from catdog.common.files import CHUNK_BYTES, atomic_path
+from catdog.data.checksums import check_sha256
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +161,13 @@ def download_dataset(
     dataset_dir: Path,
     expected: Mapping[str, Mapping[str, int]],
     *,
+    sha256: str | None,
     attempts: int,
     backoff_s: float,
     timeout_s: float,
 ) -> dict[str, dict[str, int]]:
-    """Fetch (or mirror), extract and check the data set into `dataset_dir`; return per-folder image counts."""
+    """Fetch (or mirror) the archive, check its sha256 (`catdog.data.checksums`; None: no check), extract it and check the
+    data set's layout into `dataset_dir`; return per-folder image counts."""
     mirror = mirror_source(mirror_env)
     sources = [mirror] if mirror else list(urls)
     archive = raw_dir / "archive.zip"
@@ -175,15 +178,16 @@ def download_dataset(
             raise
         raise DownloadError(f"{exc}; check the network, or point {mirror_env} at a local copy of the archive") from exc
     log.info("fetched %s", used)
+    source = f"{mirror_env}={os.environ.get(mirror_env, '').strip()}" if mirror else used
     extracted = raw_dir / "extracted"
     try:
+        check_sha256(archive, sha256, source, fix_checksum(mirror_env, mirror, sha256))
         safe_extract(archive, extracted)
         root = find_dataset_root(extracted, expected)
         counts = check_layout(root, expected)
         shutil.rmtree(dataset_dir, ignore_errors=True)
         root.rename(dataset_dir)
     except ArchiveError as exc:
-        source = f"{mirror_env}={os.environ.get(mirror_env, '').strip()}" if mirror else used
         detail = str(exc).removeprefix(f"{archive}: ")  # a copy of `source`, already gone
         raise ArchiveError(f"{source}: {detail}; {fix(mirror_env, mirror, urls)}") from exc
     finally:
@@ -198,3 +202,13 @@ def fix(mirror_env: str, mirror: str | None, urls: Sequence[str]) -> str:
         name = PurePosixPath(urllib.parse.urlsplit(urls[0]).path).name if urls else "the archive"
         return f"point {mirror_env} at a copy of {name} (or unset it to download the archive), {AGAIN}"
     return f"the download may be damaged: {AGAIN}"
+
+
+def fix_checksum(mirror_env: str, mirror: str | None, pinned: str | None) -> str:
+    """What to do about an archive whose sha256 is not the pinned one."""
+    if mirror:
+        return f"point {mirror_env} at a copy whose sha256 is {pinned} (or unset it to download the archive), {AGAIN}"
+    return (
+        f"the download may be damaged, or the server sent another archive: point {mirror_env} at a checked copy, "
+        f"{AGAIN}"
+    )

@@ -1,6 +1,6 @@
 """Label image files with a trained classifier: `python src/predict.py PATH... [model=URI] [out=F] [batch_size=N]`.
 
-Paths are files (read whatever their name) and folders (their .jpg/.jpeg/.png/.bmp/.gif files, recursively,
+Paths are files (read whatever their name) and folders (their .jpg/.jpeg/.png/.bmp/.gif/.webp files, recursively,
 sorted). `model=` takes what `catdog.predict.loading.load_predictor` does; the default is the registry's champion, else
 the study's champion from its files (reports/compare.json and its model file). Each
 image gets one printed line, `path<TAB>label<TAB>probability`, or `path<TAB>error: why`; `out=` also writes the
@@ -29,7 +29,7 @@ from catdog.settings.params import compose_config
 from catdog.settings.project import conf_dir
 
 USAGE = "usage: python src/predict.py PATH... [model=URI|FILE.keras] [out=preds.csv|preds.json] [batch_size=N]"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 OUT_SUFFIXES = (".csv", ".json")
 DEFAULT_BATCH = 32
 COLUMNS = ("path", "label", "probability", "error")

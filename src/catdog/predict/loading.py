@@ -4,8 +4,8 @@
 classifier pyfunc (`models:/m-…`, `runs:/<run id>/classifier`), an MLflow model folder, or a local `.keras` file
 (wrapped in-process in the same `catdog.serve.classifier.ImageClassifier`, with the classes of conf's `data.classes` and the
 image size of the model's input). A Keras-flavour MLflow model (what the compare stage logged before the pyfunc) is
-wrapped the same way. A model that is not there fails before TensorFlow is imported, in one line that says what was
-looked for and how to make one.
+wrapped the same way. Each refuses images over conf's `data.max_pixels`. A model that is not there fails before
+TensorFlow is imported, in one line that says what was looked for and how to make one.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def load_predictor(spec: str, cfg: DictConfig) -> Predictor:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:
             raise ModelNotFound(f"model={spec}: could not load this .keras file ({first_line(exc)})") from exc
-        return ImageClassifier.wrap(model, list(cfg.data.classes)).predict_frame
+        return ImageClassifier.wrap(model, list(cfg.data.classes), cfg.data.max_pixels).predict_frame
     return load_logged(spec, cfg)
 
 
@@ -97,11 +97,16 @@ def load_logged(uri: str, cfg: DictConfig) -> Predictor:
         raise ModelNotFound(f"{where}: not found ({first_line(exc)}); {HOW_TO_MAKE_ONE}") from exc
     inputs = info.signature.inputs.input_names() if info.signature and info.signature.inputs else []
     if "python_function" in info.flavors and inputs == [IMAGE_COLUMN]:
-        return mlflow.pyfunc.load_model(uri).predict
+        # This project's pixel limit, where the model's config has the key (a classifier logged before it had
+        # none, and serves with catdog.data.images.DEFAULT_MAX_PIXELS).
+        logged = info.flavors["python_function"].get("config") or {}
+        limit = {"max_pixels": cfg.data.max_pixels} if "max_pixels" in logged else None
+        return mlflow.pyfunc.load_model(uri, model_config=limit).predict
     if "keras" in info.flavors:
         from catdog.serve.classifier import ImageClassifier
 
-        return ImageClassifier.wrap(mlflow.keras.load_model(uri), list(cfg.data.classes)).predict_frame
+        model = mlflow.keras.load_model(uri)
+        return ImageClassifier.wrap(model, list(cfg.data.classes), cfg.data.max_pixels).predict_frame
     flavors = "/".join(info.flavors)
     raise ModelNotFound(f"{where}: a {flavors} model without an `{IMAGE_COLUMN}` input, not an image classifier")
 

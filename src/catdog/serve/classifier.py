@@ -1,17 +1,20 @@
 """The trained Keras model as an MLflow pyfunc: base64 image files in, class names and probabilities out.
 
 Input: a DataFrame with one string column `image`, each cell the base64 of an image file (JPEG, PNG, BMP, GIF's
-first frame; greyscale and RGBA become RGB). Each image is decoded and resized exactly as training decoded its
-images (`catdog.data.dataset.decode_image_bytes`). Output: one row per input row, `label` (a class name),
+first frame, WebP; greyscale and RGBA become RGB, EXIF orientation is applied). Each image is decoded and resized
+exactly as training decoded its images (`catdog.data.images.decode_image`), and one whose header gives more than the model
+config's `max_pixels` is refused before it is decoded. Output: one row per input row, `label` (a class name),
 `probability` (the softmax probability of that label) and `error` (empty, or why the row's image could not be
 read; its label is then empty and its probability 0). A bad row never fails the others.
+
+`max_pixels` is logged with the model (`data.max_pixels`); a server can set another without logging the model again:
+`MLFLOW_PYFUNC_INFERENCE_CONFIG='{"max_pixels": 20000000}' mlflow models serve ...`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 import tempfile
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import tensorflow as tf
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from catdog.data.dataset import CHANNELS, decode_image_bytes
+from catdog.data.image_header import ImageError
+from catdog.data.images import CHANNELS, DEFAULT_MAX_PIXELS, decode_image
 from catdog.serve.schema import IMAGE_COLUMN
 from catdog.tracking.registry import requirements
 
@@ -34,11 +38,6 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
     outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability"), ColSpec("string", "error")]),
 )
-_TF_NOISE = re.compile(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$")
-
-
-class ImageError(ValueError):
-    """One row's image could not be read: bad base64, or bytes that are no image TensorFlow decodes."""
 
 
 def image_size_of(model: keras.Model) -> int:
@@ -63,20 +62,20 @@ def from_base64(text: object) -> bytes:
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """The pyfunc: `classes` and `image_size` come from the logged model's config, the Keras model from its
-    artifact; `ImageClassifier.wrap` builds one in-process around a Keras model already loaded."""
+    """The pyfunc: `classes`, `image_size` and `max_pixels` come from the logged model's config, the Keras model
+    from its artifact; `ImageClassifier.wrap` builds one in-process around a Keras model already loaded."""
 
     def __init__(self) -> None:
         self.model: keras.Model | None = None
         self.classes: list[str] = []
         self.image_size = 0
-        self._decode = None
+        self.max_pixels = DEFAULT_MAX_PIXELS
 
     @classmethod
-    def wrap(cls, model: keras.Model, classes: list[str]) -> ImageClassifier:
+    def wrap(cls, model: keras.Model, classes: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageClassifier:
         """An in-process classifier around `model`, the same code the logged pyfunc runs."""
         classifier = cls()
-        classifier._setup(model, list(classes), image_size_of(model))
+        classifier._setup(model, list(classes), image_size_of(model), max_pixels)
         return classifier
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
@@ -85,26 +84,20 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         if int(config["image_size"]) != image_size_of(model):
             size = image_size_of(model)
             raise ValueError(f"model config: image_size {config['image_size']}, but the Keras model takes {size} px")
-        self._setup(model, list(config["classes"]), int(config["image_size"]))
+        max_pixels = int(config.get("max_pixels", DEFAULT_MAX_PIXELS))  # absent from a model logged before it
+        self._setup(model, list(config["classes"]), int(config["image_size"]), max_pixels)
 
-    def _setup(self, model: keras.Model, classes: list[str], image_size: int) -> None:
+    def _setup(self, model: keras.Model, classes: list[str], image_size: int, max_pixels: int) -> None:
         outputs = int(model.output_shape[-1])
         if outputs != len(classes):
             raise ValueError(f"model {model.name!r} has {outputs} outputs but {len(classes)} classes {classes}")
-        self.model, self.classes, self.image_size = model, classes, image_size
-        self._decode = tf.function(
-            lambda data: decode_image_bytes(data, image_size),
-            input_signature=[tf.TensorSpec([], tf.string)],
-            reduce_retracing=True,
-        )
+        if max_pixels < 1:
+            raise ValueError(f"max_pixels {max_pixels}: expected an integer >= 1")
+        self.model, self.classes, self.image_size, self.max_pixels = model, classes, image_size, max_pixels
 
     def decode(self, data: bytes) -> np.ndarray:
         """One image file's bytes as the uint8 (size, size, 3) array training would have made of it."""
-        try:
-            return self._decode(tf.constant(data)).numpy()
-        except tf.errors.OpError as exc:  # not an image, truncated, too large: this row's problem only
-            lines = (exc.message or "").strip().splitlines()
-            raise ImageError((_TF_NOISE.sub("", lines[0]) if lines else "") or "not a readable image") from exc
+        return decode_image(data, self.image_size, self.max_pixels)
 
     def classify(self, images: list[bytes | ImageError]) -> pd.DataFrame:
         """One row per image file's bytes (or the `ImageError` saying why a row has none), in order."""
@@ -154,14 +147,17 @@ def example_png() -> bytes:
     return tf.io.encode_png(tf.fill([8, 8, CHANNELS], tf.constant(128, tf.uint8))).numpy()
 
 
-def log_classifier(model: keras.Model, classes: list[str], name: str = "classifier") -> mlflow.models.model.ModelInfo:
+def log_classifier(
+    model: keras.Model, classes: list[str], name: str = "classifier", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> mlflow.models.model.ModelInfo:
     """Log `model` as an `ImageClassifier` pyfunc into the active run (an MLflow 3 logged model, `models:/m-…`),
-    with its signature, its classes and image size in the model config, and the Keras model as an artifact.
+    with its signature, its classes, image size and pixel limit in the model config, and the Keras model as an
+    artifact.
 
     The pyfunc is logged as code (`classifier_code.py`), not pickled: loading it imports `catdog.serve.classifier`, so it is
     served from this project's environment (`mlflow models serve --env-manager local`).
     """
-    ImageClassifier.wrap(model, classes)  # refuse a model whose outputs do not match the classes now
+    ImageClassifier.wrap(model, classes, max_pixels)  # refuse a model whose outputs do not match the classes now
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
@@ -169,7 +165,7 @@ def log_classifier(model: keras.Model, classes: list[str], name: str = "classifi
             name=name,
             python_model=str(MODEL_CODE),
             artifacts={KERAS_ARTIFACT: str(path)},
-            model_config={"classes": list(classes), "image_size": image_size_of(model)},
+            model_config={"classes": list(classes), "image_size": image_size_of(model), "max_pixels": max_pixels},
             signature=SIGNATURE,
             input_example=pd.DataFrame({IMAGE_COLUMN: [to_base64(example_png())]}),
             pip_requirements=requirements(),

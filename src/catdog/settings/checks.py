@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,11 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.split_seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
     "data.min_holdout_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "data.max_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "data.sha256": (
+        lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None),
+        "64 hex digits, or null (no check)",
+    ),
     "trainer.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.image_size": (lambda v: _is_int(v) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),

@@ -82,7 +82,7 @@ def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[
     # Two logged models: the Keras flavour (raw image tensors in) for Python users, and the classifier pyfunc
     # (image files in, labels out) that compare registers and `mlflow models serve` serves.
     model_uri = log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
-    classifier_uri = log_classifier(model, list(cfg.data.classes)).model_uri
+    classifier_uri = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels).model_uri
     write_record(outputs.record, state.run_id, {"model_uri": model_uri, "classifier_uri": classifier_uri})
     print(f"{cfg.name}: model, metrics and plots written to {outputs.where()}")
     return metrics

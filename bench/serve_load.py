@@ -1,0 +1,216 @@
+"""Load on the served classifier: `--clients` concurrent clients post `--requests` requests of real test-split JPEGs
+(`--images-per-request` each) to `mlflow models serve` on loopback, as the README serves it. Reports the errors (a
+status other than 200, or a row with an error), latency p50/p95/p99, images/s and the server's peak memory. Then the
+server's memory for one 400-megapixel PNG (20,000 x 20,000, a 1.2 MB file), refused by the pixel limit, and on a
+second server whose limit is raised above it (MLFLOW_PYFUNC_INFERENCE_CONFIG), which decodes it as every server did
+before the limit. Writes `results/serve_load.json` and `results/serve_load.md` (atomically) and prints the tables.
+
+    uv run python bench/serve_load.py --model models/transfer-42/model.keras   # a .keras file, logged first
+    uv run python bench/serve_load.py --model models:/catdog@champion          # a classifier in the tracking store
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from served import MIB, REQUEST_TIMEOUT_S, ServedModel, bomb_png, request_body
+
+from catdog.common.errors import reports_user_errors
+from catdog.common.files import write_json, write_text
+from catdog.data.manifests import read_manifest
+from catdog.data.require import require_data
+from catdog.predict.label_files import project_config
+from catdog.predict.loading import store_uri
+
+ROOT = Path(__file__).resolve().parents[1]
+BOMB_SIDE = 20_000
+RAISED_LIMIT = 500_000_000  # above the bomb's 400 megapixels: the server before the limit
+
+
+def client_loop(served: ServedModel, bodies: list[bytes], counter: itertools.count, out: list) -> None:
+    """Post the bodies whose turn `counter` gives this client, one at a time on one kept-alive connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=REQUEST_TIMEOUT_S)
+    while (i := next(counter)) < len(bodies):
+        started = time.perf_counter()
+        try:
+            status, text = served.post(bodies[i], conn)
+        except (OSError, http.client.HTTPException) as exc:
+            status, text = 0, f"{type(exc).__name__}: {exc}"
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=REQUEST_TIMEOUT_S)
+        out[i] = (status, text, time.perf_counter() - started)
+    conn.close()
+
+
+def run_load(served: ServedModel, bodies: list[bytes], clients: int) -> tuple[list[tuple[int, str, float]], float]:
+    """Each body posted once by `clients` concurrent clients: (status, text, seconds) per body, and the wall time."""
+    out: list = [None] * len(bodies)
+    counter = itertools.count()
+    threads = [threading.Thread(target=client_loop, args=(served, bodies, counter, out)) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out, time.perf_counter() - started
+
+
+def row_errors(status: int, text: str, expected: list[str | None]) -> list[str]:
+    """What is wrong with one answer, whose rows should get a label (None) or an error holding the given text."""
+    if status != 200:
+        return [f"HTTP {status}: {text[:200]}"]
+    rows = json.loads(text)["predictions"]
+    if len(rows) != len(expected):
+        return [f"{len(rows)} rows for {len(expected)} images"]
+    wrong = []
+    for row, want in zip(rows, expected, strict=True):
+        if want is None and (row["error"] or not row["label"]):
+            wrong.append(f"no label: {row['error']}")
+        elif want is not None and want not in row["error"].lower():
+            wrong.append(f"expected an error with {want!r}, got {row}")
+    return wrong
+
+
+def latency_summary(results: list[tuple[int, str, float]], wall_s: float, images: int) -> dict:
+    """Percentiles of the request latencies (ms), requests/s and images/s over the wall time."""
+    ms = np.array([seconds for _, _, seconds in results]) * 1000
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "p99_ms": round(p99, 1), "max_ms": round(ms.max(), 1),
+            "wall_s": round(wall_s, 2), "requests_per_s": round(len(results) / wall_s, 1),
+            "images_per_s": round(images / wall_s, 1)}  # fmt: skip
+
+
+def bomb_memory(served: ServedModel, body: bytes, good: bytes) -> dict:
+    """The server's memory around one request for the 400-megapixel PNG, what it answered, and whether the next
+    request (a real JPEG) still gets its label."""
+    served.reset_peak()
+    before = served.memory("VmRSS")
+    started = time.perf_counter()
+    status, text = served.post(body)
+    seconds = time.perf_counter() - started
+    peak, after = served.memory("VmHWM"), served.memory("VmRSS")
+    row = json.loads(text)["predictions"][0] if status == 200 else {"label": "", "error": text[:200]}
+    next_status, next_rows = served.predict([good])
+    return {"status": status, "label": row["label"], "error": row["error"], "seconds": round(seconds, 2),
+            "rss_before_mib": round(before / MIB), "peak_mib": round(peak / MIB), "rss_after_mib": round(after / MIB),
+            "next_request_labelled": next_status == 200 and bool(next_rows[0]["label"])}  # fmt: skip
+
+
+def prepare_model(spec: str, cfg, folder: Path) -> tuple[str, dict[str, str]]:
+    """The model URI to serve and the server's environment: a .keras file is logged as the classifier pyfunc (with
+    the configured classes and pixel limit) into a throwaway SQLite store in `folder`."""
+    if not spec.endswith(".keras"):
+        return spec, {"MLFLOW_TRACKING_URI": store_uri(cfg)}
+    import keras
+    import mlflow
+
+    from catdog.serve.classifier import log_classifier
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    model = keras.models.load_model(spec, compile=False)
+    with mlflow.start_run():
+        info = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels)
+    return info.model_uri, {"MLFLOW_TRACKING_URI": uri}
+
+
+def load_phase(served: ServedModel, files: list[bytes], args: argparse.Namespace) -> dict:
+    """Warm up, then the timed load: its errors, latencies and the server's memory (idle, then peak)."""
+    per = args.images_per_request
+    batches = [[files[(i * per + k) % len(files)] for k in range(per)] for i in range(args.requests)]
+    bodies = [request_body(batch) for batch in batches]
+    run_load(served, bodies[: args.clients], args.clients)  # tracing and first allocations, untimed
+    served.reset_peak()
+    idle = served.memory("VmRSS")
+    results, wall_s = run_load(served, bodies, args.clients)
+    errors = [e for status, text, _ in results for e in row_errors(status, text, [None] * per)]
+    return {"clients": args.clients, "requests": args.requests, "images_per_request": per, "errors": len(errors),
+            "first_errors": errors[:5], **latency_summary(results, wall_s, args.requests * per),
+            "server_idle_mib": round(idle / MIB), "server_peak_mib": round(served.memory("VmHWM") / MIB)}  # fmt: skip
+
+
+def cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+
+
+def markdown(result: dict) -> str:
+    load = result["load"]
+    lines = [
+        f"Load on `mlflow models serve` (`{result['model']}`, {result['server_workers']} uvicorn worker) over "
+        f"loopback: {load['requests']} requests of {load['images_per_request']} test-split JPEG each from "
+        f"{load['clients']} concurrent clients ({result['cpus']} CPUs, {result['cpu']}, {result['when']}).",
+        "",
+        "| clients | requests | errors | p50 ms | p95 ms | p99 ms | max ms | images/s | server RSS idle → peak MiB |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| {load['clients']} | {load['requests']} | {load['errors']} | {load['p50_ms']} | {load['p95_ms']} | "
+        f"{load['p99_ms']} | {load['max_ms']} | {load['images_per_s']} | {load['server_idle_mib']} → "
+        f"{load['server_peak_mib']} |",
+        "",
+        f"One request with a black {BOMB_SIDE:,} x {BOMB_SIDE:,} RGB PNG ({BOMB_SIDE**2 / 1e6:.0f} megapixels, a "
+        f"{result['bomb_file_bytes'] / 1e6:.1f} MB file in a {result['bomb_request_bytes'] / 1e6:.1f} MB request), "
+        "then one with a test JPEG:",
+        "",
+        "| server | answer | seconds | RSS before MiB | peak MiB | RSS after MiB | next request labelled |",
+        "|---|---|--:|--:|--:|--:|---|",
+    ]
+    for name, bomb in result["bomb"].items():
+        answer = f"label {bomb['label']}" if bomb["label"] else f"error: {bomb['error']}"
+        lines.append(f"| {name} | {answer} | {bomb['seconds']} | {bomb['rss_before_mib']} | {bomb['peak_mib']} | "
+                     f"{bomb['rss_after_mib']} | {'yes' if bomb['next_request_labelled'] else 'NO'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def test_jpegs(cfg, count: int) -> list[bytes]:
+    """The first `count` test-split images' bytes."""
+    require_data(cfg.data, ("test",))
+    entries = read_manifest(Path(cfg.data.split_dir) / "test.csv")[:count]
+    return [(Path(cfg.data.dataset_dir) / e.path).read_bytes() for e in entries]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a .keras file, or a classifier's URI in the tracking store")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--images-per-request", type=int, default=1)
+    parser.add_argument("--distinct-images", type=int, default=200, help="test-split images, cycled (default 200)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    cfg = project_config()
+    files = test_jpegs(cfg, args.distinct_images)
+    png = bomb_png(BOMB_SIDE, BOMB_SIDE)
+    bomb = request_body([png])
+    result = {"model": args.model, "server_workers": 1, "cpus": os.cpu_count(), "cpu": cpu_model(),
+              "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "bomb_file_bytes": len(png),
+              "bomb_request_bytes": len(bomb), "bomb": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        uri, env = prepare_model(args.model, cfg, Path(tmp))
+        with ServedModel(uri, Path(tmp) / "serve.log", env) as served:
+            result["load"] = load_phase(served, files, args)
+            result["bomb"][f"pixel limit {cfg.data.max_pixels / 1e6:g} MP"] = bomb_memory(served, bomb, files[0])
+        raised = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps({"max_pixels": RAISED_LIMIT})}
+        with ServedModel(uri, Path(tmp) / "serve-raised.log", raised) as served:
+            served.predict(files[:1])  # warm
+            result["bomb"][f"limit raised to {RAISED_LIMIT / 1e6:g} MP (as before)"] = bomb_memory(
+                served, bomb, files[0]
+            )
+    table = markdown(result)
+    write_json(args.out / "serve_load.json", result)
+    write_text(args.out / "serve_load.md", table)
+    print(table)
+    return result
+
+
+if __name__ == "__main__":
+    reports_user_errors(main)()
