@@ -162,10 +162,14 @@ def isolated_mlflow(
 def split_data(workdir: Path) -> Path:
     """A tiny data set, downloaded-layout, split into manifests under the working folder (with the study's split
     settings, which training checks against its config)."""
+    split_tiny(make_dataset(workdir / "data" / "raw"), workdir / "data" / "split")
+    return workdir
+
+
+def split_tiny(dataset: Path, split_dir: Path) -> None:
+    """Split a tiny data set into manifests with the study's split settings (as `dvc repro split` would)."""
     from catdog.data.split import make_split
 
-    dataset = make_dataset(workdir / "data" / "raw")
-    split_dir = workdir / "data" / "split"
     data = compose_config(CONF).data
     make_split(
         dataset,
@@ -177,7 +181,6 @@ def split_data(workdir: Path) -> Path:
         seed=data.split_seed,
         min_holdout_per_class=2,
     )
-    return workdir
 
 
 def tiny_overrides(variant: str, outputs: str = "study") -> list[str]:

@@ -19,7 +19,7 @@ import conftest
 import numpy as np
 import optuna
 import pytest
-from conftest import CONF, REPO, TINY_SIZE, make_dataset, tiny_config
+from conftest import CONF, REPO, TINY_SIZE, make_dataset, split_tiny, tiny_config
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -434,21 +434,8 @@ def test_a_search_is_tracked_resumes_after_a_kill_and_applies_its_best_trial(spl
 @pytest.fixture
 def signal_free_data(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny data set with cats and dogs of the same colour: nothing to learn."""
-    from catdog.data.split import make_split
-
     monkeypatch.setattr(conftest, "CLASS_COLOURS", {"cats": (128, 128, 128), "dogs": (128, 128, 128)})
-    dataset = make_dataset(workdir / "data" / "raw")
-    data = compose_config(CONF).data
-    make_split(
-        dataset,
-        workdir / "data" / "split",
-        ["cats", "dogs"],
-        "train",
-        "validation",
-        data.test_fraction,
-        seed=data.split_seed,
-        min_holdout_per_class=2,
-    )
+    split_tiny(make_dataset(workdir / "data" / "raw"), workdir / "data" / "split")
     return workdir
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def open_umask() -> Iterator[None]:
 def sleeper() -> Iterator[subprocess.Popen]:
     """A live process in a session of its own that a wrong stop could kill."""
     process = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while (identity(process.pid) or {}).get("cmdline") != ["sleep", "300"] and time.monotonic() < deadline:
+        time.sleep(0.01)  # between fork and exec, /proc shows the child with an empty command line
     try:
         yield process
     finally:
