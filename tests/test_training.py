@@ -45,8 +45,8 @@ def test_a_one_epoch_training_records_a_complete_run(split_data: Path, capsys: p
     assert run.data.tags["mlflow.note.content"] == f"baseline: best val accuracy {best} at epoch 1 of 1"
     page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
     printed = capsys.readouterr().out
-    assert f"uv run mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} " in printed
-    assert f"{page}?workflowType=machine_learning" in printed
+    serve = f"uv run mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --host 127.0.0.1 --port 5000"
+    assert f"baseline: MLflow run at {page}?workflowType=machine_learning once `{serve}` serves the UI\n" in printed
 
 
 def test_a_tracking_server_run_is_printed_as_its_page_in_the_training_view() -> None:

@@ -61,8 +61,9 @@ def describe_run(name: str, metrics: dict) -> None:
 
 def where_to_look(uri: str, experiment_id: str, run_id: str) -> str:
     """The run's page in MLflow's model-training view: on a tracking server its address; for a local store the
-    command that serves the UI and the address there."""
+    address the UI gives it and the command that serves that UI."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}"
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{page}"
-    return f"uv run mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then http://127.0.0.1:5000/{page}"
+    serve = f"uv run mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"http://127.0.0.1:5000/{page} once `{serve}` serves the UI"
