@@ -139,8 +139,9 @@ def tracked() -> tuple[str, ...]:
 
 @cache
 def ignored(path: str) -> bool:
-    """A runtime path (a run's folder, the local store, the decoded cache): one the project's .gitignore names."""
-    return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+    """A runtime path (a run's folder, the local store, the decoded cache): one the project's .gitignore names, as
+    a file or as a folder (a folder's pattern matches only with the slash where the folder does not exist)."""
+    return any(subprocess.run(["git", "check-ignore", "-q", p], cwd=REPO).returncode == 0 for p in (path, path + "/"))
 
 
 @cache
