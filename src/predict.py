@@ -7,10 +7,12 @@ or model error (one line, `CATDOG_DEBUG=1` shows its traceback). See `catdog.pre
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, not predictions
+from catdog.common.console import quiet_console
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one progress bar: the images'
 
 from catdog.predict.label_files import main  # noqa: E402
 
 if __name__ == "__main__":
+    quiet_console()  # TensorFlow's start-up banner, not predictions
     sys.exit(main(sys.argv[1:]))

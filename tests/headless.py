@@ -18,9 +18,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+TEXT = "document.body ? document.body.innerText : ''"
 IMAGES = (
     "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 60))"
 )
@@ -94,9 +96,10 @@ def problems(events: list[dict], page_url: str) -> list[str]:
     return found
 
 
-def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
-    """What went wrong opening `html` (an empty list when nothing did)."""
-    page_url = html.resolve().as_uri()
+@contextlib.contextmanager
+def browser_session(browser: str) -> Iterator[tuple[Pipe, str]]:
+    """A headless Chromium with one blank tab, its Runtime, Log, Network and Page events on: the pipe and the tab's
+    session. Closed (killed if it must be) on the way out."""
     to_browser_r, to_browser_w = map(_above_4, os.pipe())
     from_browser_r, from_browser_w = map(_above_4, os.pipe())
     flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe"]
@@ -118,10 +121,7 @@ def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
             session = pipe.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             for domain in ("Runtime", "Log", "Network", "Page"):
                 pipe.send(f"{domain}.enable", session)
-            pipe.send("Page.navigate", session, url=page_url)
-            pipe.wait_for("Page.loadEventFired", timeout=60)
-            time.sleep(settle_s)
-            broken = pipe.send("Runtime.evaluate", session, expression=IMAGES, returnByValue=True)["result"]["value"]
+            yield pipe, session
             with contextlib.suppress(RuntimeError):  # it may close the pipe before it answers
                 pipe.send("Browser.close")
             proc.wait(timeout=30)
@@ -131,7 +131,30 @@ def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
                 proc.wait()
             pipe.out.close()
             pipe.inp.close()
+
+
+def check_page(html: Path, browser: str, settle_s: float = 1.0) -> list[str]:
+    """What went wrong opening `html` (an empty list when nothing did)."""
+    page_url = html.resolve().as_uri()
+    with browser_session(browser) as (pipe, session):
+        pipe.send("Page.navigate", session, url=page_url)
+        pipe.wait_for("Page.loadEventFired", timeout=60)
+        time.sleep(settle_s)
+        broken = pipe.send("Runtime.evaluate", session, expression=IMAGES, returnByValue=True)["result"]["value"]
     return problems(pipe.events, page_url) + [f"broken image: {b}" for b in broken]
+
+
+def page_text(url: str, browser: str, until: str, timeout_s: float = 90) -> str:
+    """The visible text of the page at `url` once it shows `until` (an app that renders after loading, such as
+    MLflow's UI), or when time runs out."""
+    with browser_session(browser) as (pipe, session):
+        pipe.send("Page.navigate", session, url=url)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            shown = pipe.send("Runtime.evaluate", session, expression=TEXT, returnByValue=True)["result"]["value"]
+            if until in shown or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.5)
 
 
 def _above_4(fd: int) -> int:

@@ -26,6 +26,7 @@ from catdog.data.dataset import EpochClock, Split, UnreadableImage, batches, loa
 from catdog.data.manifests import data_version, read_manifest
 from catdog.train import fit as phases
 from catdog.train import run as training
+from catdog.train import run_log
 from catdog.train.checkpoints import Checkpoints
 from catdog.train.models import build_model
 from catdog.train.run import TrainingDiverged, train
@@ -35,12 +36,27 @@ def only_run(name: str):
     return records.only_run(MlflowClient(), name)
 
 
-def test_a_one_epoch_training_records_a_complete_run(split_data: Path) -> None:
+def test_a_one_epoch_training_records_a_complete_run(split_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The fast tier's smoke test of a whole training in this process; every variant's record is checked on the
-    tiny study's runs (tests/test_pipeline.py)."""
+    tiny study's runs (tests/test_pipeline.py). The run describes itself in the UI, and the console says where it is:
+    the command that serves the local store's UI and the run's page in the model-training view."""
     metrics = train(tiny_config("baseline"))
     assert records.check_outputs(split_data, "baseline-42", epochs=1) == pytest.approx(metrics)
     records.check_run_record(MlflowClient(), split_data, "baseline", epochs=1)
+    run = only_run("baseline-42")
+    best = f"{metrics['best_val_accuracy']:.1%}"
+    assert run.data.tags["mlflow.note.content"] == f"baseline: best val accuracy {best} at epoch 1 of 1"
+    page = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    printed = capsys.readouterr().out
+    serve = f"uv run mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']} --host 127.0.0.1 --port 5000"
+    assert f"baseline: MLflow run at {page}?workflowType=machine_learning once `{serve}` serves the UI\n" in printed
+
+
+def test_a_tracking_server_run_is_printed_as_its_page_in_the_training_view() -> None:
+    assert (
+        run_log.where_to_look("http://mlflow.team:5000/", "3", "abc")
+        == "http://mlflow.team:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors
 from catdog.settings.checks import ConfigError
 
@@ -75,10 +76,12 @@ def remove_refused_run() -> None:
 def hydra_entry(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """The wrapper of every Hydra entry point: `catdog.common.errors.reports_user_errors` (a user's mistake in one line,
     `HYDRA_FULL_ERROR=1` shows its traceback), with OmegaConf's mistakes (a missing key, a bad interpolation)
-    reported as config errors, and the run folder Hydra made for a refused command removed."""
+    reported as config errors, and the run folder Hydra made for a refused command removed; TensorFlow's start-up
+    banner hidden (`catdog.common.console`) in the process that runs the job, a sweep's worker included."""
 
     @functools.wraps(main)
     def task(cfg: DictConfig) -> Any:
+        quiet_console()
         try:
             return main(cfg)
         except OmegaConfBaseException as exc:

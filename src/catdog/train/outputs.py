@@ -19,6 +19,7 @@ from catdog.tracking.registry import log_model
 from catdog.train.checkpoints import History, State, best_epoch
 from catdog.train.dead_runs import METRIC, TAG, WHAT, did_not_learn, majority_interval
 from catdog.train.models import parameter_counts
+from catdog.train.run_log import describe_run, where_to_look
 
 MONITOR = "val_accuracy"
 EXAMPLE_IMAGES = 2
@@ -84,5 +85,8 @@ def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[
     model_uri = log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
     classifier_uri = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels).model_uri
     write_record(outputs.record, state.run_id, {"model_uri": model_uri, "classifier_uri": classifier_uri})
+    describe_run(cfg.name, metrics)
+    run = mlflow.active_run().info
     print(f"{cfg.name}: model, metrics and plots written to {outputs.where()}")
+    print(f"{cfg.name}: MLflow run at {where_to_look(mlflow.get_tracking_uri(), run.experiment_id, run.run_id)}")
     return metrics

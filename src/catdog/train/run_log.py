@@ -19,6 +19,9 @@ from catdog.train.checkpoints import History, State
 log = logging.getLogger(__name__)
 
 SENTINEL_METRIC = "loss"
+# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts); this query opens the model-training one.
+TRAINING_VIEW = "?workflowType=machine_learning"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI
 
 
 def start_tracking(cfg: DictConfig, state: State | None, experiment_id: str, version: str) -> mlflow.ActiveRun:
@@ -45,3 +48,22 @@ def log_pending_epochs(run_id: str, history: History) -> None:
     now = int(time.time() * 1000)
     for step in range(logged, len(history[SENTINEL_METRIC])):
         client.log_batch(run_id, metrics=[Metric(k, v[step], now, step) for k, v in history.items()])
+
+
+def describe_run(name: str, metrics: dict) -> None:
+    """The active run's one-line description in the UI: what it trained and how well."""
+    mlflow.set_tag(
+        NOTE_TAG,
+        f"{name}: best val accuracy {metrics['best_val_accuracy']:.1%} at epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_run']}",
+    )
+
+
+def where_to_look(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in MLflow's model-training view: on a tracking server its address; for a local store the
+    address the UI gives it and the command that serves that UI."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}{TRAINING_VIEW}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    serve = f"uv run mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"http://127.0.0.1:5000/{page} once `{serve}` serves the UI"
