@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from catdog.settings.params import compose_config
+from catdog.train.autoprecision import choose
 from catdog.train.precision import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +53,11 @@ def is_cnn(cfg: DictConfig) -> bool:
 
 def project_precision(cfg: DictConfig, forced: str) -> dict[str, str]:
     """The precision of the project's cell: the setting (the study's `trainer.precision`, or `forced` unless it is
-    `study`), where it came from, and what it resolves to on this machine (float32 or bfloat16)."""
+    `study`), where it came from, and what it resolves to on this machine (float32 or bfloat16; auto measured,
+    as a run measures it)."""
     setting, source = (cfg.trainer.precision, "study") if forced == "study" else (forced, "--precision")
-    return {"setting": setting, "source": source, "resolved": resolve(setting)}
+    resolved = choose(cfg).precision if setting == "auto" else resolve(setting)
+    return {"setting": setting, "source": source, "resolved": resolved}
 
 
 def cell_precisions(project: str) -> dict[str, str]:

@@ -124,3 +124,14 @@ def test_flip_and_rotation_draw_independent_random_numbers() -> None:
     assert 0.3 < positive.mean() < 0.7
     phi = np.corrcoef(flipped, positive)[0, 1]
     assert abs(phi) < 0.2, f"flip and rotation are correlated: phi={phi:.2f}"
+
+
+def test_augmentation_computes_in_float32_under_bfloat16_while_the_net_does_not() -> None:
+    """CPUs rotate bfloat16 images in scalar code; the conv casts the float32 pixels itself (issue 27)."""
+    from catdog.train.precision import policy
+
+    with policy("bfloat16"):
+        model = build_model(compose_config(CONF, ["variant=augmented", "trainer.image_size=32"]), num_classes=2)
+    assert {layer.compute_dtype for layer in model.get_layer("augmentation").layers} == {"float32"}
+    first_conv = next(layer for layer in model.get_layer("net").layers if isinstance(layer, keras.layers.Conv2D))
+    assert first_conv.compute_dtype == "bfloat16"

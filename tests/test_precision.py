@@ -36,8 +36,6 @@ def test_cpu_flags_come_from_cpuinfo(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("native", "setting", "trains_in"),
     [
-        ("CPU avx512_bf16", "auto", "bfloat16"),
-        (None, "auto", "float32"),
         ("CPU avx512_bf16", "bfloat16", "bfloat16"),
         (None, "float32", "float32"),
         ("GPU", "float32", "float32"),
@@ -52,8 +50,14 @@ def test_each_setting_trains_in_what_the_hardware_allows(hardware, native, setti
 
 def test_bfloat16_without_native_support_warns_that_it_is_emulated(hardware) -> None:
     hardware(None)
-    with pytest.warns(precision.EmulatedPrecisionWarning, match="emulates it, slower than float32"):
+    with pytest.warns(precision.EmulatedPrecisionWarning, match="emulates it, usually slower than float32"):
         assert precision.resolve("bfloat16") == "bfloat16"
+
+
+def test_auto_is_never_resolved_from_cpu_flags(hardware) -> None:
+    hardware("CPU avx512_bf16")
+    with pytest.raises(ValueError, match="measuring the run's model"):
+        precision.resolve("auto")
 
 
 def test_the_policy_is_the_run_s_and_restored_after_it() -> None:

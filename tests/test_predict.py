@@ -330,9 +330,7 @@ def test_a_logged_classifier_refuses_a_model_whose_outputs_are_not_the_classes(m
 
 
 def test_the_prediction_benchmark_times_every_mode_on_the_test_split(split_data: Path, keras_file: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_predict", REPO / "bench" / "predict.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     out = split_data / "results"
     result = bench.main(["--model", str(keras_file), "--images", "5", "--batch-size", "2", "--repeats", "1",
                          "--out", str(out)])  # fmt: skip
@@ -344,6 +342,26 @@ def test_the_prediction_benchmark_times_every_mode_on_the_test_split(split_data:
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert json.loads((out / "predict.json").read_text()) == result
     assert (out / "predict.md").read_text().count("\n| ") == 4
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_predict", REPO / "bench" / "predict.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.slow
+def test_the_prediction_benchmark_adds_the_bound_and_the_served_path(split_data: Path, model: keras.Model) -> None:
+    with mlflow.start_run():
+        info = log_classifier(model, CLASSES)
+    result = load_bench().main(["--model", info.model_uri, "--images", "3", "--batch-size", "2", "--repeats", "1",
+                                "--out", str(split_data / "results")])  # fmt: skip
+    assert result["served"] is True
+    for row in result["rows"]:
+        assert row["model_only_images_per_s"] > 0 and row["end_to_end_over_bound"] > 0
+        assert row["served_images_per_s"] > 0 and "served_overhead_ms_per_request" in row
+    assert "| served images/s |" in (split_data / "results" / "predict.md").read_text()
 
 
 def post(url: str, body: bytes) -> tuple[int, str]:

@@ -17,7 +17,7 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _cpuinfo_field(names: tuple[str, ...], cpuinfo: Path = CPUINFO) -> str | None:
+def cpuinfo_field(names: tuple[str, ...], cpuinfo: Path = CPUINFO) -> str | None:
     """The first CPU's value of the first of `names` /proc/cpuinfo has (None where it is absent, as on macOS)."""
     try:
         lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -28,11 +28,11 @@ def _cpuinfo_field(names: tuple[str, ...], cpuinfo: Path = CPUINFO) -> str | Non
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
     """The CPU's feature flags (x86 `flags`, Arm `Features`)."""
-    return set((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
+    return set((cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str:
-    return _cpuinfo_field(("model name",), cpuinfo) or platform.processor() or "unknown CPU"
+    return cpuinfo_field(("model name",), cpuinfo) or platform.processor() or "unknown CPU"
 
 
 def describe() -> str:

@@ -24,12 +24,17 @@ MOBILENET_SIZES = (96, 128, 160, 192, 224)
 
 
 def augmentation(cfg: DictConfig, seed: int) -> keras.Sequential:
-    """RandomFlip + RandomRotation, active in training only, each with its own seed from `layer_seeds`."""
+    """RandomFlip + RandomRotation, active in training only, each with its own seed from `layer_seeds`.
+
+    Both compute in float32 whatever the run's precision: under mixed_bfloat16 they would otherwise rotate in
+    bfloat16, which CPUs compute in scalar code (1.19x the float32 time for a batch of 32 at 96 px, issue 27), for
+    pixels the next layer casts to bfloat16 anyway. In a float32 run this changes nothing.
+    """
     flip_seed, rotation_seed = layer_seeds(seed, 2)
     return keras.Sequential(
         [
-            keras.layers.RandomFlip(cfg.flip, seed=flip_seed),
-            keras.layers.RandomRotation(factor=tuple(cfg.rotation), seed=rotation_seed),
+            keras.layers.RandomFlip(cfg.flip, seed=flip_seed, dtype="float32"),
+            keras.layers.RandomRotation(factor=tuple(cfg.rotation), seed=rotation_seed, dtype="float32"),
         ],
         name="augmentation",
     )

@@ -5,7 +5,9 @@ after it.
 - bfloat16: Keras' `mixed_bfloat16` (layers compute in bfloat16, variables and the logits stay float32). Fast where
   the hardware computes bfloat16 natively (AVX512-BF16 or AMX on x86 CPUs, Ampere or later GPUs); elsewhere
   TensorFlow emulates it and a run is slower than in float32, so it warns once.
-- auto: bfloat16 where the hardware has it, float32 elsewhere: the run's numbers then depend on the machine.
+- auto: measured before the run (`catdog.train.autoprecision`): a few steps of the run's model in each precision, the
+  faster one chosen and cached per machine, TensorFlow version and model. The run's numbers then depend on the
+  machine, so the study's settings stay float32; auto is for sweeps, queued experiments and ad-hoc runs.
 """
 
 from __future__ import annotations
@@ -46,14 +48,15 @@ def native_bf16() -> str | None:
 
 
 def resolve(setting: str) -> str:
-    """The precision a run with `setting` trains in: float32 or bfloat16."""
-    if setting == "auto":
-        return "bfloat16" if native_bf16() else "float32"
+    """The precision a run with `setting` (float32 or bfloat16) trains in; `auto` needs the run's model, so
+    `catdog.train.autoprecision.choose` resolves it."""
+    if setting not in POLICIES:
+        raise ValueError(f"resolve({setting!r}): auto is resolved by measuring the run's model (autoprecision.choose)")
     if setting == "bfloat16" and not native_bf16():
         warnings.warn(
             "trainer.precision=bfloat16 on hardware without native bfloat16 (no avx512_bf16/amx_bf16 CPU flag, no "
-            "GPU of compute capability >= 8.0): TensorFlow emulates it, slower than float32; trainer.precision=auto "
-            "would train in float32 here",
+            "GPU of compute capability >= 8.0): TensorFlow emulates it, usually slower than float32; "
+            "trainer.precision=auto measures which is faster here",
             EmulatedPrecisionWarning,
             stacklevel=2,
         )

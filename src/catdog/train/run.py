@@ -15,6 +15,7 @@ from catdog.data.dataset import Split, configured_split
 from catdog.data.manifests import check_split_settings
 from catdog.settings.checks import validate
 from catdog.tracking.connect import TrackingUnavailable, connect, lost, tracking_uri
+from catdog.train.autoprecision import choose
 from catdog.train.checkpoints import Checkpoints, State
 from catdog.train.fit import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
 from catdog.train.outputs import write_outputs
@@ -60,10 +61,16 @@ def train(cfg: DictConfig) -> dict:
     version = check_split_settings(cfg.data)
     uri = tracking_uri(cfg.tracking.uri)
     experiment_id = connect(uri, cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    precision = resolve(cfg.trainer.precision)
+    tags, metrics = {"tf_threads": str(threads)}, {}
+    if cfg.trainer.precision == "auto":  # before the run's seeds are set: the probe's models leave no trace
+        decision = choose(cfg)
+        precision, metrics = decision.precision, decision.metrics()
+        tags.update(decision.tags())
+    else:
+        precision = resolve(cfg.trainer.precision)
     try:
         with policy(precision):
-            return _train(cfg, version, (uri, experiment_id), {"tf_threads": str(threads), "precision": precision})
+            return _train(cfg, version, (uri, experiment_id), {**tags, "precision": precision}, metrics)
     except Exception as exc:
         gone = server_lost(exc)
         if gone is None:
@@ -89,8 +96,11 @@ def server_lost(exc: BaseException | None) -> ServerLost | None:
     return exc
 
 
-def _train(cfg: DictConfig, version: str, store: tuple[str, str], tags: dict[str, str]) -> dict:
-    """The run itself, tracked in `store` (the tracking URI and the experiment's id), tagged `tags`."""
+def _train(
+    cfg: DictConfig, version: str, store: tuple[str, str], tags: dict[str, str], metrics: dict[str, float]
+) -> dict:
+    """The run itself, tracked in `store` (the tracking URI and the experiment's id), tagged `tags`, with the
+    one-off `metrics` (the precision probe's timings)."""
     uri, experiment_id = store
     seed_everything(cfg.seed)
     data = load_data(cfg)
@@ -108,6 +118,8 @@ def _train(cfg: DictConfig, version: str, store: tuple[str, str], tags: dict[str
     with start_tracking(cfg, state, experiment_id, version) as run:
         state = state or State(fingerprint=key, run_id=run.info.run_id)
         mlflow.set_tags(tags)
+        if metrics:
+            mlflow.log_metrics(metrics)
         try:
             model = prepare_model(cfg, state, checkpoints, cfg.trainer.epochs * steps_per_epoch(cfg, data))
             if state.history:

@@ -1,0 +1,118 @@
+"""Where the time goes: one training step of each variant split by op class in float32 and bfloat16 (TensorFlow's
+profiler), the oneDNN kernels and ISA behind them (ONEDNN_VERBOSE), and optionally the study's stages split into
+process start and imports, data, fit, logging, evaluation and report (`--stages`).
+
+    uv run python bench/profile.py                                    # all four variants' steps
+    uv run python bench/profile.py --variants augmented --rounds 3   # one variant, more interleaved rounds
+    uv run python bench/profile.py --stages --epochs 1                # also the study's stages, 1 epoch per fit
+
+Writes `results/profile.json` and `results/profile.md` (atomically) and prints the table. Each variant runs in its
+own child process (`profile_step.py`), and again once per precision with oneDNN's verbose log on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from onednn_log import isa, kernels
+from plan import PRECISIONS, ROOT, VARIANTS
+from profile_tables import markdown
+
+from catdog.common.files import write_text
+from catdog.common.machine import cpu_flags, cpu_model, cpuinfo_field
+
+HERE = Path(__file__).resolve().parent
+CNN_STEPS, TRANSFER_STEPS = 16, 8  # multiples of trainer.steps_per_execution (8)
+
+
+def child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Run `profile_step.py` with `args`; its RESULT line's JSON and its whole output."""
+    run = subprocess.run(
+        [sys.executable, str(HERE / "profile_step.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if run.returncode or not lines:
+        raise SystemExit(f"profile_step.py {' '.join(args)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :]), run.stdout
+
+
+def profile_variant(variant: str, args: argparse.Namespace) -> dict:
+    """One variant's step profile in both precisions, and (unless --no-onednn) its oneDNN kernels in each."""
+    steps = args.steps or (TRANSFER_STEPS if variant == "transfer" else CNN_STEPS)
+    common = ["--variant", variant, "--steps", str(steps), "--warmup-steps", str(args.warmup_steps or steps)]
+    common += [f"--override={o}" for o in args.override]
+    print(f"profile: {variant}, {steps} steps x {args.rounds} rounds per precision", flush=True)
+    result, _ = child([*common, "--rounds", str(args.rounds)])
+    result = {"steps": steps, "precisions": result}
+    if not args.no_onednn:
+        result["onednn"] = {}
+        for precision in PRECISIONS:
+            done, log = child([*common, "--onednn", precision], {"ONEDNN_VERBOSE": "1"})
+            result["onednn"][precision] = {"isa": isa(log), "kernels": kernels(log, done["steps"])}
+    return result
+
+
+def machine() -> dict:
+    """The CPU as `/proc/cpuinfo` names it, with family/model/stepping and its bfloat16 flags."""
+    import tensorflow as tf
+
+    ids = "/".join(cpuinfo_field((f,)) or "?" for f in ("cpu family", "model", "stepping"))
+    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"})
+    return {
+        "cpu": cpu_model(),
+        "family_model_stepping": ids,
+        "bf16_flags": flags,
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, help=f"profiled steps (default {CNN_STEPS}, transfer {TRANSFER_STEPS})")
+    parser.add_argument("--warmup-steps", type=int, help="untimed steps first (default: --steps)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per precision, fastest kept")
+    parser.add_argument("--no-onednn", action="store_true", help="skip the oneDNN verbose runs")
+    parser.add_argument("--override", action="append", default=[], help="Hydra override for every variant")
+    parser.add_argument("--stages", action="store_true", help="also run and time the study's stages (stages.py)")
+    parser.add_argument("--epochs", type=int, help="with --stages: trainer.epochs for every fit (default: study's)")
+    parser.add_argument("--study-dir", type=Path, help="with --stages: make (and keep) the study's copy here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    results = {
+        "meta": {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["bench/profile.py", *(argv if argv is not None else sys.argv[1:])]),
+            **machine(),
+        },
+        "steps": {v: profile_variant(v, args) for v in args.variants},
+    }
+    if args.stages:
+        from stages import profile_stages
+
+        results["stages"] = profile_stages(args.epochs, args.study_dir)
+    write_text(args.out / "profile.json", json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    write_text(args.out / "profile.md", table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
