@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catdog.settings.project import project_dir
+from catdog.settings.run_files import Outputs
 from catdog.train.dead_runs import METRIC
 
 # Linux: the training command gets SIGTERM when the search dies (`kill -9` included), so no orphan trains on into
@@ -65,13 +66,13 @@ def command(train_args: list[str], seeds: list[int], trial_dir: Path) -> list[st
 
 
 def read_result(job_dir: Path, seed: int) -> SeedResult | None:
-    """A finished seed's result from its job folder (metrics.json, mlflow_run.json), or None."""
-    metrics_file = job_dir / "metrics.json"
-    if not metrics_file.is_file():
+    """A finished seed's result from its job folder (metrics.json, and run.json: the run's record), or None."""
+    outputs = Outputs.in_folder(job_dir)
+    if not outputs.metrics.is_file():
         return None
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    run_file = job_dir / "mlflow_run.json"
-    run_id = json.loads(run_file.read_text(encoding="utf-8"))["run_id"] if run_file.is_file() else None
+    metrics = json.loads(outputs.metrics.read_text(encoding="utf-8"))
+    record = outputs.record
+    run_id = json.loads(record.read_text(encoding="utf-8"))["mlflow"]["run_id"] if record.is_file() else None
     return SeedResult(seed, float(metrics["best_val_accuracy"]), bool(metrics.get(METRIC, 0)), run_id)
 
 
