@@ -207,15 +207,14 @@ def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
         np.testing.assert_array_equal(ours, theirs)
 
 
+def val_split_args(root: Path) -> tuple[Path, tuple]:
+    """The decode cache's folder, and `load_split`'s arguments for the tiny val split at 32 px."""
+    cache = root / "data" / "cache"
+    return cache, (root / "data/split/val.csv", root / "data/raw/cats_and_dogs_filtered", ["cats", "dogs"], 32, cache)
+
+
 def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
-    cache = split_data / "data" / "cache"
-    args = (
-        split_data / "data/split/val.csv",
-        split_data / "data/raw/cats_and_dogs_filtered",
-        ["cats", "dogs"],
-        32,
-        cache,
-    )
+    cache, args = val_split_args(split_data)
     first = load_split(*args)
     assert len(list(cache.glob("val-*-32px.npz"))) == 1
     manifest = args[0]
@@ -232,14 +231,7 @@ def test_cache_is_keyed_by_the_manifest(split_data: Path) -> None:
 def test_cache_is_keyed_by_the_decode_recipe(split_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A change to how images are decoded, with its new `DECODE_VERSION`, is a cache miss: the split is decoded again
     with the new recipe, where the old cache would have served the old pixels."""
-    cache = split_data / "data" / "cache"
-    args = (
-        split_data / "data/split/val.csv",
-        split_data / "data/raw/cats_and_dogs_filtered",
-        ["cats", "dogs"],
-        32,
-        cache,
-    )
+    cache, args = val_split_args(split_data)
     first = load_split(*args)
     decode = images.decode_tensor
     monkeypatch.setattr(images, "decode_tensor", lambda *a: 255 - decode(*a))  # another recipe: the negative
