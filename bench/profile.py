@@ -6,8 +6,10 @@ process start and imports, data, fit, logging, evaluation and report (`--stages`
     uv run python bench/profile.py --variants augmented --rounds 3   # one variant, more interleaved rounds
     uv run python bench/profile.py --stages --epochs 1                # also the study's stages, 1 epoch per fit
 
-Writes `results/profile.json` and `results/profile.md` (atomically) and prints the table. Each variant runs in its
-own child process (`profile_step.py`), and again once per precision with oneDNN's verbose log on.
+Writes `results/profile.json` and `results/profile.md` (atomically) and prints the table; a section this run does
+not measure (steps or stages) is kept from the earlier profile.json there if it was measured on this machine. Each
+variant runs in its own child process (`profile_step.py`), and again once per precision with oneDNN's verbose log
+on.
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ def profile_variant(variant: str, args: argparse.Namespace) -> dict:
     """One variant's step profile in both precisions, and (unless --no-onednn) its oneDNN kernels in each."""
     steps = args.steps or (TRANSFER_STEPS if variant == "transfer" else CNN_STEPS)
     common = ["--variant", variant, "--steps", str(steps), "--warmup-steps", str(args.warmup_steps or steps)]
-    common += [f"--override={o}" for o in args.override]
+    common += [f"--override={o}" for o in args.override] + ["--inter-op-threads", str(args.inter_op_threads)]
     print(f"profile: {variant}, {steps} steps x {args.rounds} rounds per precision", flush=True)
     result, _ = child([*common, "--rounds", str(args.rounds)])
-    result = {"steps": steps, "precisions": result}
+    result = {"steps": steps, "inter_op_threads": args.inter_op_threads, "precisions": result}
     if not args.no_onednn:
         result["onednn"] = {}
         for precision in PRECISIONS:
@@ -63,7 +65,7 @@ def profile_variant(variant: str, args: argparse.Namespace) -> dict:
 
 
 def machine() -> dict:
-    """The CPU as `/proc/cpuinfo` names it, with family/model/stepping and its bfloat16 flags."""
+    """The CPU as `/proc/cpuinfo` names it, with family/model/stepping and its bfloat16 flags; cores, TensorFlow."""
     import tensorflow as tf
 
     ids = "/".join(cpuinfo_field((f,)) or "?" for f in ("cpu family", "model", "stepping"))
@@ -73,9 +75,29 @@ def machine() -> dict:
         "family_model_stepping": ids,
         "bf16_flags": flags,
         "cores": len(os.sched_getaffinity(0)),
-        "load_average": os.getloadavg(),
         "tensorflow": tf.__version__,
     }
+
+
+def run_info(argv: list[str] | None) -> dict:
+    """When and how a section was measured, and how busy the machine was as it started."""
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/profile.py", *(argv if argv is not None else sys.argv[1:])]),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+    }
+
+
+def carried(out: Path, here: dict) -> dict:
+    """The sections of `out`'s earlier profile.json measured on this machine (same CPU, ids, TensorFlow), kept for
+    what this run does not measure: `--variants` alone leaves the stages, `--variants --stages` the steps."""
+    try:
+        earlier = json.loads((out / "profile.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("machine") != here:
+        return {}
+    return {k: earlier[k] for k in ("steps", "steps_run", "stages", "stages_run") if k in earlier}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, help="untimed steps first (default: --steps)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per precision, fastest kept")
     parser.add_argument("--no-onednn", action="store_true", help="skip the oneDNN verbose runs")
+    parser.add_argument("--inter-op-threads", type=int, default=1, help="TensorFlow's inter-op threads (default 1)")
     parser.add_argument("--override", action="append", default=[], help="Hydra override for every variant")
     parser.add_argument("--stages", action="store_true", help="also run and time the study's stages (stages.py)")
     parser.add_argument("--epochs", type=int, help="with --stages: trainer.epochs for every fit (default: study's)")
@@ -95,18 +118,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = {
-        "meta": {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["bench/profile.py", *(argv if argv is not None else sys.argv[1:])]),
-            **machine(),
-        },
-        "steps": {v: profile_variant(v, args) for v in args.variants},
-    }
+    here = machine()
+    results = {"machine": here, **carried(args.out, here)}
+    if args.variants:
+        run = run_info(argv)
+        results["steps"], results["steps_run"] = {v: profile_variant(v, args) for v in args.variants}, run
     if args.stages:
         from stages import profile_stages
 
-        results["stages"] = profile_stages(args.epochs, args.study_dir)
+        run = run_info(argv)
+        results["stages"], results["stages_run"] = profile_stages(args.epochs, args.study_dir), run
     write_text(args.out / "profile.json", json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     write_text(args.out / "profile.md", table)

@@ -4,7 +4,11 @@ variant, it prints one `RESULT <json>` line.
 Each precision's model is built, seeded and compiled as training does it and fed the project's own input pipeline
 (the cached uint8 split through `catdog.data.dataset.batches`). After an untimed warm-up, the two precisions take
 turns (`--rounds` times) running `--steps` steps under TensorFlow's profiler; each precision's fastest round is
-kept, its ops grouped by `op_classes`. With `--onednn` (and ONEDNN_VERBOSE=1 in the environment, which the parent
+kept, its ops grouped by `op_classes`. TensorFlow runs one op at a time (`--inter-op-threads 1`; each op still
+gets the study's intra-op threads): with two, ops overlap and each one's time includes waiting for the shared
+threads (baseline: Adam's ops took 32.8 ms/step in float32 and 86.0 in bfloat16 beside the slower bfloat16
+convolutions, 8.2 and 7.1 ms alone), while the wall time per step stays the same (114.8 vs 117.6 ms float32,
+224.1 vs 214.7 bfloat16). With `--onednn` (and ONEDNN_VERBOSE=1 in the environment, which the parent
 sets) it runs one precision's steps without the profiler instead, so that oneDNN's log names each kernel and ISA.
 """
 
@@ -104,10 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-steps", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--onednn", choices=PRECISIONS, help="run this precision for oneDNN's verbose log")
+    parser.add_argument("--inter-op-threads", type=int, default=1)
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--override", action="append", default=[])
     args = parser.parse_args(argv)
-    size_thread_pools("auto")
+    size_thread_pools("auto")  # intra-op: the study's; inter-op: one op at a time, so each op's time is its own
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     cfg = variant_config(args.variant, args)
     result = onednn_run(cfg, args) if args.onednn else profile(cfg, args)
     sys.stdout.flush()

@@ -11,27 +11,36 @@ from tables import table_row
 TOP = 6
 
 
-def header(meta: dict[str, Any]) -> list[str]:
-    flags = ", ".join(meta["bf16_flags"]) or "none"
-    load = ", ".join(f"{x:.1f}" for x in meta["load_average"])
+def header(machine: dict[str, Any]) -> list[str]:
+    flags = ", ".join(machine["bf16_flags"]) or "none"
     return [
         "# Where the time goes",
         "",
-        f"{meta['created']} · **{meta['cpu']}** (family/model/stepping {meta['family_model_stepping']}; bfloat16 "
-        f"flags: {flags}) · {meta['cores']} cores · load average at start {load} · TensorFlow {meta['tensorflow']} · "
-        f"`{meta['command']}`",
+        f"**{machine['cpu']}** (family/model/stepping {machine['family_model_stepping']}; bfloat16 flags: {flags}) · "
+        f"{machine['cores']} cores · TensorFlow {machine['tensorflow']}",
         "",
     ]
 
 
-def class_table(steps: dict[str, Any]) -> list[str]:
+def measured(run: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:.1f}" for x in run["load_average"])
+    return f"Measured {run['created']} (load average at start {load}): `{run['command']}`."
+
+
+def steps_meta(steps: dict[str, Any]) -> str:
+    return ", ".join(sorted({str(v.get("inter_op_threads", "?")) for v in steps.values()}))
+
+
+def class_table(steps: dict[str, Any], run: dict[str, Any]) -> list[str]:
     """One row per variant and precision: wall ms per step, then each op class's ms per step."""
     lines = [
         "## One training step, by op class (ms per step)",
         "",
-        "Op self time from TensorFlow's profiler, summed over the threads that ran ops (two inter-op threads can "
-        "overlap, so a row's classes may add up to more than its wall time). Each precision's fastest of the "
-        "interleaved rounds.",
+        measured(run),
+        "",
+        f"Op self time from TensorFlow's profiler, with {steps_meta(steps)} inter-op thread(s) (1: one op at a "
+        "time, each with the study's intra-op threads, so a row's classes add up to about its wall time; with more, "
+        "overlapping ops each count their waiting too). Each precision's fastest of the interleaved rounds.",
         "",
         table_row(["variant", "precision", "wall ms/step", "bf16/f32 wall", *CLASSES, "ops total"]),
         table_row(["---", "---", *["--:"] * (len(CLASSES) + 3)]),
@@ -86,10 +95,12 @@ def onednn_table(steps: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def stage_table(stages: dict[str, Any]) -> list[str]:
+def stage_table(stages: dict[str, Any], run: dict[str, Any]) -> list[str]:
     categories = stages["categories"]
     lines = [
         "## The study's stages (seconds)",
+        "",
+        measured(run),
         "",
         stages["note"],
         "",
@@ -103,9 +114,10 @@ def stage_table(stages: dict[str, Any]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = header(results["meta"])
-    if results["steps"]:
-        lines += class_table(results["steps"]) + top_ops_table(results["steps"]) + onednn_table(results["steps"])
+    lines = header(results["machine"])
+    steps = results.get("steps")
+    if steps:
+        lines += class_table(steps, results["steps_run"]) + top_ops_table(steps) + onednn_table(steps)
     if "stages" in results:
-        lines += stage_table(results["stages"])
+        lines += stage_table(results["stages"], results["stages_run"])
     return "\n".join(lines).rstrip() + "\n"

@@ -55,7 +55,7 @@ TIMED: dict[str, dict[str, str]] = {
         "catdog.report.build:connect": "logging",
         "catdog.report.build:write_report": "report",
         "catdog.report.build:explain": "report",
-        "catdog.report.build:training_runs": "report",
+        "catdog.report.build:training_records": "report",
     },
     "split.py": {"catdog.data.split:make_split": "data"},
 }

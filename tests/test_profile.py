@@ -85,3 +85,38 @@ def test_the_stage_commands_are_dvc_yaml_s_with_the_train_matrix_expanded() -> N
     assert list(cmds)[0] == "split" and list(cmds)[-2:] == ["compare", "report"]
     train = [c for name, c in cmds.items() if name.startswith("train@")]
     assert train and all(c[:2] == ["python", "src/train.py"] and c[-1] == "trainer.epochs=1" for c in train)
+
+
+def synthetic_results() -> dict:
+    classes = dict.fromkeys(op_classes.CLASSES, 1.0)
+    step = {"wall_ms_per_step": 7.0, "classes_ms_per_step": classes, "top_ops": []}
+    run = {"created": "2026-12-02T00:00:00+00:00", "command": "bench/profile.py", "load_average": [1.0, 2.0, 3.0]}
+    return {
+        "machine": {"cpu": "Some CPU", "family_model_stepping": "6/106/6", "bf16_flags": [], "cores": 2,
+                    "tensorflow": "2.21.0"},
+        "steps": {"baseline": {"steps": 16, "inter_op_threads": 1,
+                               "precisions": {"float32": step, "bfloat16": {**step, "wall_ms_per_step": 14.0}}}},
+        "steps_run": run,
+    }  # fmt: skip
+
+
+def test_the_table_names_the_cpu_and_the_bfloat16_ratio(tmp_path: Path) -> None:
+    import profile_tables
+
+    text = profile_tables.markdown(synthetic_results())
+    assert "**Some CPU** (family/model/stepping 6/106/6; bfloat16 flags: none)" in text
+    assert "| baseline | bfloat16 | 14.0 | 2.00 |" in text and "load average at start 1.0, 2.0, 3.0" in text
+
+
+def test_a_section_not_measured_again_is_kept_only_from_the_same_machine(tmp_path: Path) -> None:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("bench_profile", REPO / "bench" / "profile.py")  # not stdlib's
+    bench_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_profile)
+    earlier = synthetic_results()
+    (tmp_path / "profile.json").write_text(json.dumps(earlier))
+    assert bench_profile.carried(tmp_path, earlier["machine"])["steps"] == earlier["steps"]
+    assert bench_profile.carried(tmp_path, {**earlier["machine"], "family_model_stepping": "6/143/8"}) == {}
+    assert bench_profile.carried(tmp_path / "absent", earlier["machine"]) == {}
