@@ -46,6 +46,7 @@ def test_a_step_of_a_tiny_model_is_timed_after_its_first_steps() -> None:
     assert model.optimizer.iterations.numpy() >= autoprecision.UNTIMED_STEPS + 1  # stopped once the budget was spent
 
 
+@pytest.mark.slow
 def test_measuring_leaves_the_policy_as_it_was_though_clearing_the_session_resets_it() -> None:
     with policy("bfloat16"):
         seconds = autoprecision.measure(tiny_config("baseline"), rounds=1, budget_s=0.01)
@@ -97,6 +98,7 @@ def test_the_key_names_the_bfloat16_flags_as_the_model_name_does_not(monkeypatch
     assert autoprecision.cache_key(cfg) == autoprecision.cache_key(tiny_config("baseline", "seed=7"))
 
 
+@pytest.mark.slow
 def test_an_auto_run_is_tagged_with_its_decision_and_logs_both_timings(split_data: Path, cache, measured) -> None:
     from catdog.train.run import train
 

@@ -113,6 +113,7 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     assert "95% Wilson interval" in board and "mean of" not in board
 
 
+@pytest.mark.slow
 def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_seed(split_data: Path) -> None:
     cfg = tiny_config("baseline", "study.seeds=[1,2,3]")
     # augmented holds the single best val run (0.95) but the lower mean; scaled the best mean, best at seed 2.

@@ -42,29 +42,35 @@ def overlapping(intervals: list[tuple[int, int]]) -> bool:
 
 
 @pytest.mark.slow
-def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_run(split_data: Path, isolated_mlflow: str) -> None:
+def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_name_run_and_outputs(
+    split_data: Path, isolated_mlflow: str
+) -> None:
     overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
     result = run_entry(
         "train.py",
         "--multirun",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        "seed=1,2",
+        "model=cnn",
+        "optimizer.learning_rate=0.001,0.0003",
         *overrides,
         cwd=split_data,
         env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = all_runs()
-    assert sorted(r.info.run_name for r in found) == [f"cnn-augment_off-seed={s}" for s in (1, 2)]
-    assert {r.data.params["seed"] for r in found} == {"1", "2"}
+    names = sorted(r.info.run_name for r in found)
+    assert names == [f"cnn-augment_off-optimizer.learning_rate={lr}" for lr in ("0.0003", "0.001")], names
+    assert {r.data.params["optimizer.learning_rate"] for r in found} == {"0.001", "0.0003"}
     assert all(r.info.status == "FINISHED" for r in found)
     # Two jobs at a time share this machine's cores: each TensorFlow gets its half.
     assert {r.data.tags["tf_threads"] for r in found} == {str(max(1, available_cores() // 2))}
     assert overlapping([(r.info.start_time, r.info.end_time) for r in found]), "no two jobs ran at the same time"
     models = sorted((split_data / "multirun").rglob("model.keras"))
-    assert len({m.parent for m in models}) == 2
-    assert not (split_data / "models").exists(), "a sweep job wrote the study's outputs"
+    assert len(models) == 2 and len({m.parent for m in models}) == 2
+    assert not (split_data / "models").exists() and not (split_data / "metrics").exists(), "a job wrote the study's"
+    for model in models:
+        assert f"written to {model.parent.relative_to(split_data)}/" in result.stdout
 
 
 @pytest.fixture

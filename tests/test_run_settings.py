@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import keras
 import pytest
-from conftest import CONF, all_runs, jpeg_bytes, run_entry, tiny_config, tiny_overrides
+from conftest import CONF, all_runs, jpeg_bytes, tiny_config
 from mlflow import MlflowClient
 
 from catdog.data.manifests import data_version
@@ -111,26 +110,3 @@ def test_a_killed_run_never_resumes_on_a_redrawn_split(split_data: Path, monkeyp
     assert len(fresh) == 1, "the run resumed on a split it was not started on"
     history = MlflowClient().get_metric_history(fresh[0].info.run_id, "loss")
     assert [m.step for m in history] == [0, 1, 2]
-
-
-@pytest.mark.slow
-def test_sweep_jobs_get_names_and_outputs_of_their_own(split_data: Path, isolated_mlflow: str) -> None:
-    overrides = [o for o in tiny_overrides("baseline", outputs="adhoc") if not o.startswith("variant=")]
-    result = run_entry(
-        "train.py",
-        "--multirun",
-        "model=cnn",
-        "optimizer.learning_rate=0.001,0.0003",
-        *overrides,
-        cwd=split_data,
-        env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    names = sorted(r.info.run_name for r in all_runs())
-    assert len(names) == 2 and len(set(names)) == 2, names
-    assert all("optimizer.learning_rate=" in n for n in names)
-    models = sorted((split_data / "multirun").rglob("model.keras"))
-    assert len(models) == 2 and len({m.parent for m in models}) == 2
-    assert not (split_data / "models").exists() and not (split_data / "metrics").exists()
-    for model in models:
-        assert f"written to {model.parent.relative_to(split_data)}/" in result.stdout

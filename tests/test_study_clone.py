@@ -111,7 +111,11 @@ def a_study_is_its_files(root: Path, clone: Path, env: dict[str, str]) -> None:
     assert version.run_id == details["provenance"]["mlflow"]["run_id"]
     assert "logged to the compare run" in out
 
-    published = [sh(sys.executable, "src/publish.py", cwd=clone, env=env) for _ in range(2)]
+    shadow = clone.parent / "shadow" / "tensorflow"  # the second call must not need TensorFlow: nothing to log
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("publish imported TensorFlow with nothing to publish")\n')
+    no_tensorflow = {**env, "PYTHONPATH": str(shadow.parent)}
+    published = [sh(sys.executable, "src/publish.py", cwd=clone, env=e) for e in (env, no_tensorflow)]
     assert all(f"{v}-42" in published[0].split("already there")[0] for v in VARIANTS), published[0]
     assert "published into" in published[1] and ": nothing; already there" in published[1], published[1]
     experiment = client.get_experiment_by_name("catdog-study")

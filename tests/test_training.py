@@ -173,38 +173,41 @@ def outputs_of(workdir: Path, name: str) -> tuple[str, list[np.ndarray]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killed_after", [1, 2])
 def test_a_run_resumed_after_any_epoch_ends_as_if_never_stopped(
-    split_data: Path, monkeypatch: pytest.MonkeyPatch, killed_after: int
+    split_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Killed after its first epoch, and another after its second: each ends with the uninterrupted run's history and
+    weights (the run's name changes nothing it trains), in the one MLflow run it started."""
     # Dropout, augmentation and weight averaging: every random stream and the optimizer state must carry over.
-    cfg = tiny_config("augmented", "trainer.epochs=4", "trainer.early_stopping.enabled=false")
-    train(cfg)  # the uninterrupted run; finished, it leaves no checkpoint, so the next one starts afresh
-    expected_history, expected_weights = outputs_of(split_data, cfg.name)
-
-    def stop_after_checkpoint(run_id: str, history: dict) -> None:
-        """Stands in for a SIGKILL once epoch `killed_after` is checkpointed and reported."""
-        log_pending_epochs(run_id, history)
-        if len(history["loss"]) == killed_after:
-            raise KeyboardInterrupt(f"killed after epoch {killed_after}")
-
+    overrides = ("trainer.epochs=4", "trainer.early_stopping.enabled=false")
+    train(tiny_config("augmented", *overrides, "name=whole"))  # finished, it leaves no checkpoint
+    expected_history, expected_weights = outputs_of(split_data, "whole")
     log_pending_epochs = phases.log_pending_epochs
-    with monkeypatch.context() as patch:
-        patch.setattr(phases, "log_pending_epochs", stop_after_checkpoint)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg)
-    checkpointed = json.loads((Path(cfg.trainer.checkpoint_dir) / "state.json").read_text())
-    assert len(checkpointed["history"]["loss"]) == killed_after
-    train(cfg)
-    runs = MlflowClient().search_runs(
-        [e.experiment_id for e in MlflowClient().search_experiments()],
-        filter_string=f"attributes.run_name = '{cfg.name}-{cfg.seed}'",
-    )
-    assert [r.info.status for r in runs] == ["FINISHED"] * 2, "the restart must continue the interrupted run"
-    history, weights = outputs_of(split_data, cfg.name)
-    assert history == expected_history
-    for ours, theirs in zip(weights, expected_weights, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    for killed_after in (1, 2):
+        cfg = tiny_config("augmented", *overrides, f"name=cut-{killed_after}")
+
+        def stop_after_checkpoint(run_id: str, history: dict, killed_after: int = killed_after) -> None:
+            """Stands in for a SIGKILL once epoch `killed_after` is checkpointed and reported."""
+            log_pending_epochs(run_id, history)
+            if len(history["loss"]) == killed_after:
+                raise KeyboardInterrupt(f"killed after epoch {killed_after}")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(phases, "log_pending_epochs", stop_after_checkpoint)
+            with pytest.raises(KeyboardInterrupt):
+                train(cfg)
+        checkpointed = json.loads((Path(cfg.trainer.checkpoint_dir) / "state.json").read_text())
+        assert len(checkpointed["history"]["loss"]) == killed_after
+        train(cfg)
+        runs = MlflowClient().search_runs(
+            [e.experiment_id for e in MlflowClient().search_experiments()],
+            filter_string=f"attributes.run_name = '{cfg.name}-{cfg.seed}'",
+        )
+        assert [r.info.status for r in runs] == ["FINISHED"], "the restart must continue the interrupted run"
+        history, weights = outputs_of(split_data, cfg.name)
+        assert history == expected_history, f"killed after epoch {killed_after}"
+        for ours, theirs in zip(weights, expected_weights, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
 
 
 def val_split_args(root: Path) -> tuple[Path, tuple]:
@@ -258,6 +261,7 @@ def test_an_image_over_the_pixel_limit_fails_the_decode_naming_the_file(split_da
     assert load_split(*args).images.shape[1:] == (32, 32, 3)  # the default, 40 megapixels
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_the_run_and_writes_no_model(split_data: Path) -> None:
     cfg = tiny_config("baseline", "optimizer=sgd", "optimizer.learning_rate=1e38", "trainer.epochs=3")
     with pytest.raises(TrainingDiverged, match="non-finite"):

@@ -115,11 +115,11 @@ def read_details(path: Path) -> dict:
 def publish_compare(cfg: DictConfig, experiment_id: str, details: dict, champion_uri: str) -> tuple[str, str] | None:
     """Publish the compare run unless the store has it, and register the champion's classifier (`champion_uri`, as
     just published or as the store holds it) as compare does; return (version, alias), None where present."""
-    from catdog.tracking.registry import register
-
     record = details["provenance"]
     if published(experiment_id, record["mlflow"]["run_id"]):
         return None
+    from catdog.tracking.registry import register  # TensorFlow (through Keras): only once there is a run to publish
+
     run_id = new_run(experiment_id, "compare", record, {})
     at = millis(record["ended"])
     metrics = [Metric(f"{name}.test_accuracy", row["accuracy"], at, 0) for name, row in details["models"].items()]
