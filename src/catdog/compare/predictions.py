@@ -33,8 +33,9 @@ class Answers:
         return cls(predicted, probabilities[np.arange(len(predicted)), predicted])
 
 
-def write_predictions(path: str | Path, paths: list[str], labels: np.ndarray, classes: list[str],
-                      runs: dict[str, Answers]) -> None:  # fmt: skip
+def write_predictions(
+    path: str | Path, paths: list[str], labels: np.ndarray, classes: list[str], runs: dict[str, Answers]
+) -> None:
     """The test rows of every run in `runs` (keyed by run name), written atomically; probabilities as Python's
     shortest round-trip text, so a reader gets the very float64 written."""
     buffer = io.StringIO()
