@@ -120,7 +120,7 @@ def prepare_model(spec: str, cfg, folder: Path) -> tuple[str, dict[str, str]]:
     mlflow.set_tracking_uri(uri)
     model = keras.models.load_model(spec, compile=False)
     with mlflow.start_run():
-        info = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels)
+        info = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels, saved=Path(spec))
     return info.model_uri, {"MLFLOW_TRACKING_URI": uri}
 
 

@@ -96,10 +96,12 @@ def main() -> None:
     log = Path(log).resolve()
     spawned = float(os.environ.get("CATDOG_SPAWN_TIME", STARTED))
     record(log, {"name": "interpreter start", "category": "start + imports", "start": spawned, "end": STARTED})
+    # The script's folder first, as `python script` has it (not bench/), before anything is imported: the study
+    # copy's own `catdog` then shadows the editable install's (this checkout's src/, uncommitted changes included).
+    sys.path[0] = str(Path(script).resolve().parent)
     install(TIMED.get(Path(script).name, {}), log)
     record(log, {"name": "imports", "category": "start + imports", "start": STARTED, "end": time.time()})
     sys.argv = [script, *args]
-    sys.path[0] = str(Path(script).resolve().parent)  # the script's folder, as `python script` has it, not bench/
     try:
         runpy.run_path(script, run_name="__main__")
     finally:  # the parent puts the time from here to the process's end (interpreter and TensorFlow teardown) in exit

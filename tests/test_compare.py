@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import TINY_SIZE, tiny_config
 from mlflow import MlflowClient
 
 from catdog.compare.stage import ModelLoadError, compare
+from catdog.data.manifests import read_manifest
 from catdog.serve.classifier import log_classifier
 from catdog.settings.run_files import Outputs
 from catdog.tracking.records import write_record
@@ -152,6 +154,17 @@ def test_over_seeds_the_champion_has_the_best_mean_val_and_the_board_shows_each_
     assert (split_data / "plots" / "compare" / "history" / "scaled.csv").read_text() == (
         Outputs.study(cfg.trainer, "scaled", 2).history.read_text()
     )
+    # Every run's answer for every test image, in manifest order: what the report reads of the champion.
+    with open(split_data / "reports" / "test_predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    test = read_manifest(split_data / "data" / "split" / "test.csv")
+    for run in details["runs"]:
+        mine = [r for r in rows if r["run"] == run]
+        assert [(r["path"], r["label"]) for r in mine] == [(e.path, e.label) for e in test]
+        right = sum(r["predicted"] == r["label"] for r in mine)
+        assert right == round(details["runs"][run]["test_accuracy"] * len(test))
+        assert all(0.5 <= float(r["probability"]) <= 1 for r in mine)
+    assert len(rows) == len(details["runs"]) * len(test)
 
 
 @pytest.mark.slow

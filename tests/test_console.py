@@ -85,6 +85,21 @@ def test_every_entry_point_quiets_the_console() -> None:
         assert "@hydra_entry" in text or "quiet_console()" in text, f"{script.name} does not call quiet_console"
 
 
+# An exit handler registered before the entry point's wrapper runs after the wrapper's: it sees what the
+# interpreter's final garbage collections will see.
+FROZEN_AT_EXIT = (
+    "import atexit, gc; atexit.register(lambda: print('frozen at exit', gc.get_freeze_count() > 0)); "
+    "from catdog.settings.hydra_app import hydra_entry; hydra_entry(lambda cfg: None); "
+    "print('frozen before exit', gc.get_freeze_count() > 0)"
+)
+
+
+def test_an_entry_point_leaves_its_objects_out_of_the_final_collections() -> None:
+    """The interpreter's last garbage collections skip what the process built (2 s of TensorFlow and Keras objects)."""
+    done = subprocess.run([sys.executable, "-c", FROZEN_AT_EXIT], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "frozen before exit False\nfrozen at exit True\n"), done.stderr
+
+
 def tensorflow_stderr(**env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CATDOG_DEBUG")}
     done = subprocess.run(

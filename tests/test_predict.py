@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REPO, TINY_SIZE, run_entry, tiny_config
 from omegaconf import OmegaConf
@@ -280,6 +281,27 @@ def test_a_logged_classifier_gives_the_local_models_rows(
         "image_size": TINY_SIZE,
         "max_pixels": 40_000_000,
     }
+
+
+@pytest.mark.parametrize("from_file", [True, False], ids=["from its file", "from memory"])
+def test_a_classifier_is_logged_without_loading_it_back_and_answers_its_serving_example(
+    from_file: bool, keras_file: Path, model: keras.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logging serializes the model at most once (never, given its file) and loads nothing back (MLflow's own
+    check of the serving example would load the Keras model and predict); the example it logs still serves."""
+    calls: list[str] = []
+    load, save_model = keras.models.load_model, keras.Model.save
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: calls.append("load") or load(*a, **k))
+    monkeypatch.setattr(keras.Model, "save", lambda *a, **k: calls.append("save") or save_model(*a, **k))
+    with mlflow.start_run():
+        info = log_classifier(model, CLASSES, saved=keras_file if from_file else None)
+    assert calls == ([] if from_file else ["save"])
+    logged = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    if from_file:
+        assert (logged / "artifacts" / keras_file.name).read_bytes() == keras_file.read_bytes()
+    example = json.loads(mlflow.models.Model.load(logged).get_serving_input(str(logged)))["dataframe_split"]
+    answer = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame(example["data"], columns=example["columns"]))
+    assert answer["label"].tolist()[0] in CLASSES and answer["error"].tolist() == [""]
 
 
 def test_predict_applies_the_configured_pixel_limit_to_every_kind_of_model(

@@ -15,12 +15,15 @@ from headless import check_page, external_references, find_browser
 from PIL import Image
 
 from catdog.common.files import StudyFileMissing
+from catdog.compare.predictions import Answers, read_predictions, write_predictions
 from catdog.report.build import compare_provenance
 from catdog.report.explanations import explain, pick
 from catdog.report.html import Html, Section, image, inline_markdown, page, table
 from catdog.report.runs import config_differences, stage_times
 from catdog.report.sections import summary
 from catdog.tracking.records import write_record
+
+CLASSES = ["cats", "dogs"]
 
 
 def details(champion: str = "transfer", accuracies: dict[str, float] | None = None) -> dict:
@@ -159,15 +162,28 @@ def test_a_compare_json_without_provenance_asks_for_a_new_compare() -> None:
         compare_provenance({"champion": "baseline"})
 
 
-def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_data: Path) -> None:
+def plant_champion(cfg, variant: str, seed: int) -> Answers:
+    """A saved (untrained) model for run (variant, seed) and its test answers written as the compare stage writes
+    them; return the answers."""
+    from catdog.data.dataset import configured_split
     from catdog.settings.run_files import Outputs
     from catdog.train.models import build_model
 
-    cfg = tiny_config("baseline")
     model = build_model(cfg, num_classes=2)
-    path = Outputs.study(cfg.trainer, "baseline", 7).model
+    path = Outputs.study(cfg.trainer, variant, seed).model
     path.parent.mkdir(parents=True)
     model.save(path)
+    test = configured_split(cfg.data, "test", TINY_SIZE)
+    answers = Answers.of(model.predict(test.images.astype("float32"), verbose=0))
+    other = Answers(1 - answers.predicted, 1 - answers.probability)  # another run's rows, which must not be read
+    runs = {"scaled-1": other, f"{variant}-{seed}": answers}
+    write_predictions(cfg.compare.predictions, list(test.paths), test.labels, CLASSES, runs)
+    return answers
+
+
+def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_data: Path) -> None:
+    cfg = tiny_config("baseline")
+    plant_champion(cfg, "baseline", 7)
     ex = explain(cfg, "baseline", 7)
     assert (ex.n_test, ex.image_size) == (8, TINY_SIZE)
     assert len(ex.misclassified) == ex.wrong_total and all(e.true != e.predicted for e in ex.misclassified)
@@ -177,3 +193,69 @@ def test_explain_shows_each_mistake_and_right_answers_with_their_heatmaps(split_
     for e in ex.misclassified + ex.correct:
         assert Image.open(io.BytesIO(e.overlay)).size == (TINY_SIZE, TINY_SIZE) and 0.5 <= e.probability <= 1
         assert e.heatmap.shape == (TINY_SIZE, TINY_SIZE) and e.heatmap.min() >= 0 and e.heatmap.max() <= 1
+
+
+def test_explain_reads_the_champions_answers_and_predicts_nothing(
+    split_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answers on the test split come from compare's file, the one prediction pass is Grad-CAM's."""
+    import keras
+
+    cfg = tiny_config("baseline")
+    answers = plant_champion(cfg, "baseline", 7)
+    monkeypatch.setattr(keras.Model, "predict", lambda *a, **k: pytest.fail("the report predicted the test split"))
+    ex = explain(cfg, "baseline", 7)
+    assert ex.wrong_total == int((answers.predicted != labels_of(cfg)).sum())
+    shown = {e.path: e for e in ex.misclassified + ex.correct}
+    paths = [line.split(",")[0] for line in (split_data / "data" / "split" / "test.csv").read_text().splitlines()[1:]]
+    for i, path in enumerate(paths):
+        if path in shown:
+            assert shown[path].probability == answers.probability[i]
+            assert shown[path].predicted == CLASSES[answers.predicted[i]]
+
+
+def labels_of(cfg) -> np.ndarray:
+    from catdog.data.manifests import read_manifest
+
+    return np.array([CLASSES.index(e.label) for e in read_manifest(Path(cfg.data.split_dir) / "test.csv")])
+
+
+PATHS, LABELS = ["a.jpg", "b.jpg"], np.array([0, 1])
+HEADER = "run,path,label,predicted,probability\n"
+
+
+def test_predictions_read_back_exactly_as_compare_wrote_them(tmp_path: Path) -> None:
+    answers = Answers.of(np.array([[0.1, 2.3], [1 / 3, -1e-7]], np.float32))
+    write_predictions(tmp_path / "p.csv", PATHS, LABELS, CLASSES, {"baseline-42": answers})
+    back = read_predictions(tmp_path / "p.csv", "baseline-42", PATHS, LABELS, CLASSES)
+    assert back.predicted.tolist() == [1, 0] and back.probability.tolist() == answers.probability.tolist()
+    assert answers.probability.dtype == np.float64 and 0.5 < answers.probability.min() < 1
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, r"p.csv not found; run `dvc repro compare`"),
+        ("path,label\na.jpg,cats\n", r"p.csv: expected columns run, path, label, predicted, probability"),
+        (HEADER + "scaled-1,a.jpg,cats,cats,0.9\n", r"p.csv: no rows for run 'baseline-42', not the 2 test images"),
+        (HEADER + "baseline-42,b.jpg,dogs,dogs,0.9\nbaseline-42,a.jpg,cats,cats,0.9\n", r"p.csv: 2 rows for run"),
+        (
+            HEADER + "baseline-42,a.jpg,cats,birds,0.9\nbaseline-42,b.jpg,dogs,dogs,0.9\n",
+            r"p.csv: run 'baseline-42' has a row that is not",
+        ),
+        (
+            HEADER + "baseline-42,a.jpg,cats,cats,high\nbaseline-42,b.jpg,dogs,dogs,0.9\n",
+            r"not a class and a probability",
+        ),
+    ],
+    ids=["missing", "columns", "another run", "order", "class", "probability"],
+)
+def test_a_missing_or_garbled_predictions_file_names_it_and_the_stage(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    path = tmp_path / "p.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(StudyFileMissing, match=problem) as caught:
+        read_predictions(path, "baseline-42", PATHS, LABELS, CLASSES)
+    assert "dvc repro compare" in caught.value.line() and "\n" not in caught.value.line()

@@ -27,8 +27,9 @@ def champion_model_uri(cfg: DictConfig, variant: str, seed: int, record: dict) -
     logged = record["mlflow"]["classifier_uri"]
     if logged_model_in_store(logged):
         return logged, True
-    model = keras.models.load_model(Outputs.study(cfg.trainer, variant, seed).model, compile=False)
-    return log_classifier(model, list(cfg.data.classes), name=CHAMPION_ARTIFACT).model_uri, False
+    path = Outputs.study(cfg.trainer, variant, seed).model
+    model = keras.models.load_model(path, compile=False)
+    return log_classifier(model, list(cfg.data.classes), name=CHAMPION_ARTIFACT, saved=path).model_uri, False
 
 
 def register_champion(cfg: DictConfig, name: str, row: dict, val: dict) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from catdog.compare.champion import register_champion
 from catdog.compare.figures import draw_figures
 from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard, ranked
 from catdog.compare.over_seeds import best_on_validation, test_summary, validation_summary
+from catdog.compare.predictions import Answers, write_predictions
 from catdog.compare.statistics import log_loss, pairwise_tests, score
 from catdog.data.dataset import Split, batches, configured_split
 from catdog.data.manifests import data_version, majority_class, read_manifest
@@ -75,21 +76,19 @@ def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
 
-def evaluate_runs(
-    cfg: DictConfig, variant: str, seeds: list[int]
-) -> tuple[dict[int, dict], dict[int, np.ndarray], Split]:
-    """Each of `variant`'s runs scored on the test split (one model in memory at a time): rows, predictions, and the
+def evaluate_runs(cfg: DictConfig, variant: str, seeds: list[int]) -> tuple[dict[int, dict], dict[int, Answers], Split]:
+    """Each of `variant`'s runs scored on the test split (one model in memory at a time): rows, answers, and the
     test split at the size the variant's models take."""
     classes = list(cfg.data.classes)
-    rows, predictions = {}, {}
+    rows, answers = {}, {}
     for seed in seeds:
         model = load_variant(cfg, variant, seed)
         test = configured_split(cfg.data, "test", input_size(model))  # decoded once per size, then cached
         logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
-        predictions[seed] = logits.argmax(axis=1)
-        rows[seed] = {**score(predictions[seed], test.labels, classes), "loss": log_loss(logits, test.labels)}
+        answers[seed] = Answers.of(logits)
+        rows[seed] = {**score(answers[seed].predicted, test.labels, classes), "loss": log_loss(logits, test.labels)}
         del model
-    return rows, predictions, test
+    return rows, answers, test
 
 
 def majority_row(cfg: DictConfig, labels: np.ndarray) -> dict:
@@ -112,13 +111,14 @@ def compare(cfg: DictConfig) -> dict:
     per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
     val = {v: validation_summary(per_seed[v]) for v in variants}
     champion = best_on_validation(val)
-    rows, outcome, runs = {}, {"correct": {}, "predictions": {}}, {}
+    rows, outcome, runs, answers = {}, {"correct": {}, "predictions": {}}, {}, {}
     for variant in tqdm(variants, desc="compare: test split", unit="variant", disable=None):
-        seed_rows, predictions, split = evaluate_runs(cfg, variant, seeds)
+        seed_rows, seed_answers, split = evaluate_runs(cfg, variant, seeds)
         if variant == champion:
             test = split  # the champion's images at its input size, for its mistakes figure
         rows[variant] = test_summary(seed_rows, val[variant]["seed"])
-        outcome["predictions"][variant] = predictions[val[variant]["seed"]]
+        outcome["predictions"][variant] = seed_answers[val[variant]["seed"]].predicted
+        answers |= {study_run(variant, s): a for s, a in seed_answers.items()}
         runs |= {
             study_run(variant, s): {
                 "variant": variant,
@@ -168,6 +168,7 @@ def compare(cfg: DictConfig) -> dict:
         "mlflow": {"experiment_id": experiment_id, "run_id": run.info.run_id},
     }
     write_json(cfg.compare.details, details)
+    write_predictions(cfg.compare.predictions, test.paths, test.labels, list(cfg.data.classes), answers)
     write_text(cfg.compare.leaderboard, report)
     write_json(cfg.compare.metrics, dvc_metrics(ranking, val))
     return details

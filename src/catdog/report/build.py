@@ -2,9 +2,10 @@
 the compare run in MLflow where the current store holds it.
 
 It recomputes nothing the study recorded: the leaderboard, McNemar tests and champion come from
-reports/compare.json, the figures are the stages' own PNGs, the counts metrics/data.json, the configs and times the
-runs' records (records/train/, and compare's provenance in reports/compare.json): it reads no tracking store, so a
-pulled study builds the same page in any clone. The one thing it computes is the champion's Grad-CAM on its test images (catdog.report.explanations).
+reports/compare.json, the champion's answers on the test split from reports/test_predictions.csv, the figures are the
+stages' own PNGs, the counts metrics/data.json, the configs and times the runs' records (records/train/, and compare's
+provenance in reports/compare.json): it reads no tracking store, so a pulled study builds the same page in any clone.
+The one thing it computes is the champion's Grad-CAM of the test images it shows (catdog.report.explanations).
 """
 
 from __future__ import annotations

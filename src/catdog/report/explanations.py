@@ -68,19 +68,20 @@ def heatmaps(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def explain(cfg: DictConfig, variant: str, seed: int) -> Explanations:
-    """Load the model `variant` trained with `seed` as the compare stage does, predict the test split, and explain
-    the picks."""
+    """The picks of the model `variant` trained with `seed`, from its answers on the test split as the compare stage
+    scored them (`compare.predictions`), explained with the model loaded as compare loads it."""
+    from catdog.compare.predictions import read_predictions
     from catdog.compare.stage import input_size, load_variant
-    from catdog.data.dataset import batches, configured_split
+    from catdog.data.dataset import configured_split
     from catdog.report.gradcam import overlay, split_at_target
-    from catdog.serve.classifier import softmax
+    from catdog.settings.params import study_run
 
     classes = list(cfg.data.classes)
     model = load_variant(cfg, variant, seed)
     size = input_size(model)
     test = configured_split(cfg.data, "test", size)
-    logits = model.predict(batches(test, cfg.trainer.batch_size, shuffle=False, seed=cfg.seed), verbose=0)
-    predicted, probability = logits.argmax(axis=1), softmax(logits.astype(np.float64))
+    answers = read_predictions(cfg.compare.predictions, study_run(variant, seed), test.paths, test.labels, classes)
+    predicted = answers.predicted
     wrong, right = pick(test.labels, predicted, MISCLASSIFIED_CAP, CORRECT_PER_CLASS, len(classes))
     chosen = np.concatenate([wrong, right]).astype(int)
     heat = heatmaps(model, test.images[chosen], predicted[chosen])
@@ -89,7 +90,7 @@ def explain(cfg: DictConfig, variant: str, seed: int) -> Explanations:
             path=test.paths[i],
             true=classes[test.labels[i]],
             predicted=classes[predicted[i]],
-            probability=float(probability[i, predicted[i]]),
+            probability=float(answers.probability[i]),
             image=jpeg(test.images[i]),
             overlay=jpeg(overlay(test.images[i], h)),
             heatmap=h,

@@ -3,7 +3,9 @@ names of a sweep's jobs."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import itertools
 import os
 import shutil
@@ -73,11 +75,21 @@ def remove_refused_run() -> None:
             break
 
 
+def freeze_at_exit() -> None:
+    """At exit, after every exit handler registered later (MLflow's, TensorFlow's; they still run), move everything
+    the process holds into the garbage collector's permanent generation (`gc.freeze`), so that the interpreter's final
+    collections skip it: walking TensorFlow's and Keras' object graphs was 2.0-2.4 s of each stage's exit, frozen
+    0.1-0.2 s. Objects are still released as their references go; the memory goes back with the process."""
+    atexit.register(gc.freeze)
+
+
 def hydra_entry(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """The wrapper of every Hydra entry point: `catdog.common.errors.reports_user_errors` (a user's mistake in one line,
     `HYDRA_FULL_ERROR=1` shows its traceback), with OmegaConf's mistakes (a missing key, a bad interpolation)
     reported as config errors, and the run folder Hydra made for a refused command removed; TensorFlow's start-up
-    banner hidden (`catdog.common.console`) in the process that runs the job, a sweep's worker included."""
+    banner hidden (`catdog.common.console`) in the process that runs the job, a sweep's worker included; the exit
+    spared the final garbage collections (`freeze_at_exit`)."""
+    freeze_at_exit()
 
     @functools.wraps(main)
     def task(cfg: DictConfig) -> Any:

@@ -81,9 +81,11 @@ def write_outputs(cfg: DictConfig, model: keras.Model, state: State, data: dict[
         plots.save(preview, outputs.augmentation)
     mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items()})
     # Two logged models: the Keras flavour (raw image tensors in) for Python users, and the classifier pyfunc
-    # (image files in, labels out) that compare registers and `mlflow models serve` serves.
+    # (image files in, labels out) that compare registers and `mlflow models serve` serves, whose Keras model is the
+    # file just saved (not the model serialized once more).
     model_uri = log_model(model, data["val"].images[:EXAMPLE_IMAGES].astype("float32"))
-    classifier_uri = log_classifier(model, list(cfg.data.classes), max_pixels=cfg.data.max_pixels).model_uri
+    classes, max_pixels = list(cfg.data.classes), cfg.data.max_pixels
+    classifier_uri = log_classifier(model, classes, max_pixels=max_pixels, saved=outputs.model).model_uri
     write_record(outputs.record, state.run_id, {"model_uri": model_uri, "classifier_uri": classifier_uri})
     describe_run(cfg.name, metrics)
     run = mlflow.active_run().info
