@@ -173,7 +173,7 @@ def test_in_another_store_the_champion_is_logged_from_its_file_and_registered_th
 ) -> None:
     """A pulled study: its runs' records point at logged models of the store that trained it, which this store does
     not hold; compare logs the champion's classifier from models/<run>/model.keras into its own run instead."""
-    cfg = tiny_config("baseline", "study.variants=[baseline]")
+    cfg = tiny_config("baseline", "study.variants=[baseline]", "data.max_pixels=12345678")
     plant_variant(split_data, cfg, "baseline", colour_classifier(TINY_SIZE, 1.0), 0.8)
     trained = json.loads(Outputs.study(cfg.trainer, "baseline", 42).record.read_text())["mlflow"]
     other = tmp_path_factory.mktemp("other") / "mlflow.db"
@@ -187,3 +187,4 @@ def test_in_another_store_the_champion_is_logged_from_its_file_and_registered_th
     assert version.tags["training_run_id"] == trained["run_id"] and version.tags["logged_by"].startswith("compare")
     classifier = mlflow.pyfunc.load_model(f"models:/catdog/{version.version}")
     assert classifier.metadata.get_input_schema().input_names() == ["image"]
+    assert classifier.model_config["max_pixels"] == 12345678  # the study's pixel limit, not the default

@@ -29,7 +29,10 @@ def champion_model_uri(cfg: DictConfig, variant: str, seed: int, record: dict) -
         return logged, True
     path = Outputs.study(cfg.trainer, variant, seed).model
     model = keras.models.load_model(path, compile=False)
-    return log_classifier(model, list(cfg.data.classes), name=CHAMPION_ARTIFACT, saved=path).model_uri, False
+    classifier = log_classifier(
+        model, list(cfg.data.classes), name=CHAMPION_ARTIFACT, max_pixels=cfg.data.max_pixels, saved=path
+    )
+    return classifier.model_uri, False
 
 
 def register_champion(cfg: DictConfig, name: str, row: dict, val: dict) -> tuple[str, str]:

@@ -96,7 +96,8 @@ def publish_training(cfg: DictConfig, experiment_id: str, variant: str, seed: in
     model = keras.models.load_model(outputs.model, compile=False)
     with mlflow.start_run(run_id=run_id):
         log_model(model, np.zeros((EXAMPLE_IMAGES, *model.input_shape[1:]), "float32"))
-        uri = log_classifier(model, list(cfg.data.classes), saved=outputs.model).model_uri
+        classes, limit = list(cfg.data.classes), cfg.data.max_pixels
+        uri = log_classifier(model, classes, max_pixels=limit, saved=outputs.model).model_uri
         for figure in (outputs.curves, outputs.augmentation):
             if figure.is_file():
                 mlflow.log_artifact(str(figure), "figures")
