@@ -152,6 +152,23 @@ def test_a_missing_study_setting_names_params_yaml_and_the_key(tmp_path: Path, m
         _ = compose_config(CONF, ["variant=scaled"]).trainer.epochs
 
 
+def test_an_edit_to_params_yaml_reaches_the_next_composition(tmp_path: Path, monkeypatch) -> None:
+    """params.yaml is read once per version of the file, not once per process: an edit of the same length (a value
+    changed in place) is seen by the next composition in the same process."""
+    text = (REPO / "params.yaml").read_text()
+    epochs = yaml.safe_load(text)["variants"]["baseline"]["trainer"]["epochs"]
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert compose_config(CONF, ["variant=baseline"]).trainer.epochs == epochs
+    edited = text.replace(f"epochs: {epochs}", f"epochs: {epochs + 1}", 1)
+    assert edited != text and len(edited) == len(text), "the study's baseline epochs should not end in 9 for this"
+    params.write_text(edited)
+    later = params.stat().st_mtime_ns + 1_000_000_000  # a later edit, whatever the file system's clock resolution
+    os.utime(params, ns=(later, later))
+    assert compose_config(CONF, ["variant=baseline"]).trainer.epochs == epochs + 1
+
+
 def test_stages_name_the_params_they_read() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     train = stages["train"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +15,7 @@ import mlflow
 import mlflow.utils.environment as model_environment
 import numpy as np
 import pytest
-from conftest import REPO, expected_overrides, tiny_config
-from mlflow import MlflowClient
+from conftest import tiny_config
 
 from catdog.serve.classifier import log_classifier
 from catdog.team.loopback import free_port
@@ -27,8 +24,6 @@ from catdog.tracking.provenance import flat_params
 from catdog.tracking.registry import log_model, requirements
 from catdog.train.models import build_model
 from catdog.train.run import train
-
-PARALLEL_RUNS = 3  # writers racing for SQLite's one write lock
 
 
 @pytest.fixture
@@ -112,41 +107,6 @@ def test_params_are_the_flattened_resolved_config() -> None:
     assert params["model.net.weights"] == "None"
     assert params["trainer.checkpoint_dir"] == "checkpoints/study/transfer/seed-42"
     assert params["augment.rotation"] == "[-0.3, 0.2]"
-
-
-@pytest.mark.slow
-def test_parallel_runs_against_one_sqlite_store(split_data: Path, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "src" / "train.py"),
-                "variant=baseline",
-                f"name=parallel{i}",
-                "trainer.image_size=32",
-                "trainer.epochs=2",
-                *expected_overrides(),
-            ],
-            cwd=split_data,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(PARALLEL_RUNS)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for proc, out in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, out[-3000:]
-        assert "database is locked" not in out
-    client = MlflowClient(uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert sorted(r.info.run_name for r in runs) == [f"parallel{i}" for i in range(PARALLEL_RUNS)]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    for run in runs:
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
 
 
 def test_logging_a_model_starts_no_python_and_pins_the_requirements(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,20 @@ def study_run(variant: str, seed: int) -> str:
     return f"{variant}-{seed}"
 
 
+@functools.lru_cache(maxsize=8)
+def _read_params(path: Path, mtime_ns: int, size: int) -> DictConfig:
+    """params.yaml as it is on disk now (keyed by its modification time and size): one composition resolves dozens
+    of `${params:...}`, which read it once instead of once each (2.5 s of a tiny training's 12)."""
+    return OmegaConf.load(path)
+
+
 def study_param(key: str) -> Any:
     """The value at dotted `key` in params.yaml, or an error naming the file and the key."""
     path = params_file()
     if not path.is_file():
         raise ConfigError(f"{path}: not found; conf/ reads the study's settings `${{{RESOLVER}:{key}}}` from it")
-    value = OmegaConf.select(OmegaConf.load(path), key, default=None)
+    stat = path.stat()
+    value = OmegaConf.select(_read_params(path.resolve(), stat.st_mtime_ns, stat.st_size), key, default=None)
     if value is None:
         raise ConfigError(f"{path}: no `{key}`, which conf/ reads as `${{{RESOLVER}:{key}}}`; add it there")
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
