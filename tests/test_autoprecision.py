@@ -38,6 +38,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list:
     return calls
 
 
+@pytest.mark.slow
 def test_a_step_of_a_tiny_model_is_timed_after_its_first_steps() -> None:
     cfg = tiny_config("augmented")
     model = autoprecision.probe_model(cfg, "float32")
