@@ -249,6 +249,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a session without xdist (-p no:xdist) has no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml's addopts): one worker more than the cores this process may use. On two workers a
     quarter of the cores' time went unused (147% CPU of 200% in the fresh-clone run of 36bc95d: servers starting,
