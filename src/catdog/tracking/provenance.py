@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.common.files import sha256_file
@@ -71,4 +72,20 @@ def log_split_inputs(split_dir: Path, contexts: dict[str, str]) -> None:
             dataset = mlflow.data.from_pandas(
                 pd.read_csv(manifest), source=str(manifest), name=name, digest=sha256_file(manifest)[:16]
             )
-        mlflow.log_input(dataset, context=context)
+        _log_input(dataset, context)
+
+
+# Runs that log the same split at the same moment race in MLflow's store: each finds no row for (experiment, name,
+# digest), each inserts one, and the later insert fails on the unique key (seen with SQLite, and with PostgreSQL
+# behind the team's server). By the retry the first run's row is there, and the run links to it.
+_DATASET_RACE = ("UNIQUE constraint failed: datasets.", 'unique constraint "dataset_pk"')
+
+
+def _log_input(dataset: Any, context: str, attempts: int = 3) -> None:
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as error:
+            if attempt == attempts - 1 or not any(race in str(error) for race in _DATASET_RACE):
+                raise
