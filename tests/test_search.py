@@ -19,6 +19,7 @@ import conftest
 import numpy as np
 import optuna
 import pytest
+import yaml
 from conftest import CONF, REPO, TINY_SIZE, make_dataset, split_tiny, tiny_config
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
@@ -68,6 +69,10 @@ def test_each_search_opens_with_its_usage_and_searches_only_the_variants_params(
     assert cfg.search.variant == cfg.name == variant and cfg.search.name == variant
     assert len(cfg.search.seeds) >= 3 and cfg.search.min_seeds >= 3
     assert {s.key for s in cfg.search.space.values()} >= {"optimizer.learning_rate", "trainer.early_stopping.patience"}
+    # Its budget is its own, not the root config's defaults (conf/search.yaml's _self_ comes before the search).
+    own = yaml.safe_load((CONF / "hparams_search" / f"{variant}.yaml").read_text())["search"]
+    assert (cfg.search.n_trials, cfg.search.timeout_min) == (own["n_trials"], own["timeout_min"])
+    assert search_config("search.n_trials=3", variant=variant).search.n_trials == 3  # the command line still wins
 
 
 def test_bad_search_settings_are_refused_naming_each_key() -> None:

@@ -49,7 +49,7 @@ def health_server() -> Iterator[Callable[[int], str]]:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         running.append((server, thread))
         return f"http://127.0.0.1:{server.server_address[1]}"
