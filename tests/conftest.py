@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import mlflow
@@ -81,6 +81,15 @@ def run_entry(script: str, *args: str, cwd: Path, env: dict[str, str] | None = N
         timeout=300,
         env=env,
     )
+
+
+def without_tensorflow(env: Mapping[str, str], folder: Path, why: str) -> dict[str, str]:
+    """`env` with a `tensorflow` package under `folder` first on the path whose import fails with `why`: a command
+    that passes in it never imported TensorFlow."""
+    fake = folder / "shadow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ImportError({why!r})\n")
+    return {**env, "PYTHONPATH": str(fake.parent)}
 
 
 def expected_overrides(counts: dict[str, int] = TINY_COUNTS) -> list[str]:

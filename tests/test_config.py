@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF, REPO, all_runs, run_entry
+from conftest import CONF, REPO, all_runs, run_entry, without_tensorflow
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -92,10 +92,7 @@ def test_train_refuses_bad_config_before_reading_data_or_opening_a_run(tmp_path:
 
 
 def test_a_bad_value_fails_in_one_line_before_tensorflow_is_imported(tmp_path: Path) -> None:
-    fake = tmp_path / "shadow" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text('raise ImportError("tensorflow was imported before the config was checked")\n')
-    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    env = without_tensorflow(os.environ, tmp_path, "tensorflow was imported before the config was checked")
     for script in ("train.py", "compare.py"):
         result = run_entry(script, "variant=baseline", "trainer.epochs=0", cwd=tmp_path, env=env)
         assert result.returncode == 2, result.stderr

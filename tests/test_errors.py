@@ -20,6 +20,7 @@ from conftest import (
     make_dataset,
     run_entry,
     tiny_overrides,
+    without_tensorflow,
 )
 
 from catdog.common.errors import UserError, one_line, reports_user_errors
@@ -64,10 +65,7 @@ def fresh(tmp_path: Path) -> Path:
 @pytest.fixture
 def no_tensorflow(tmp_path: Path) -> dict[str, str]:
     """An environment in which importing TensorFlow fails: what passes in it fails before TensorFlow loads."""
-    fake = tmp_path / "shadow" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text('raise ImportError("tensorflow was imported before the mistake was found")\n')
-    return {**os.environ, "PYTHONPATH": str(fake.parent)}
+    return without_tensorflow(os.environ, tmp_path, "tensorflow was imported before the mistake was found")
 
 
 def test_training_in_a_fresh_folder_says_which_data_is_missing_and_how_to_get_it(

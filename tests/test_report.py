@@ -16,6 +16,7 @@ from PIL import Image
 
 from catdog.common.files import StudyFileMissing
 from catdog.compare.predictions import Answers, read_predictions, write_predictions
+from catdog.data.manifests import read_manifest
 from catdog.report.build import compare_provenance
 from catdog.report.explanations import explain, pick
 from catdog.report.html import Html, Section, image, inline_markdown, page, table
@@ -207,16 +208,13 @@ def test_explain_reads_the_champions_answers_and_predicts_nothing(
     ex = explain(cfg, "baseline", 7)
     assert ex.wrong_total == int((answers.predicted != labels_of(cfg)).sum())
     shown = {e.path: e for e in ex.misclassified + ex.correct}
-    paths = [line.split(",")[0] for line in (split_data / "data" / "split" / "test.csv").read_text().splitlines()[1:]]
-    for i, path in enumerate(paths):
+    for i, path in enumerate(e.path for e in read_manifest(split_data / "data" / "split" / "test.csv")):
         if path in shown:
             assert shown[path].probability == answers.probability[i]
             assert shown[path].predicted == CLASSES[answers.predicted[i]]
 
 
 def labels_of(cfg) -> np.ndarray:
-    from catdog.data.manifests import read_manifest
-
     return np.array([CLASSES.index(e.label) for e in read_manifest(Path(cfg.data.split_dir) / "test.csv")])
 
 

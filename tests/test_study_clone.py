@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import without_tensorflow
 from mlflow import MlflowClient
 from tiny_study import TinyStudy, dvc_status, sh
 
@@ -111,10 +112,8 @@ def a_study_is_its_files(root: Path, clone: Path, env: dict[str, str]) -> None:
     assert version.run_id == details["provenance"]["mlflow"]["run_id"]
     assert "logged to the compare run" in out
 
-    shadow = clone.parent / "shadow" / "tensorflow"  # the second call must not need TensorFlow: nothing to log
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text('raise ImportError("publish imported TensorFlow with nothing to publish")\n')
-    no_tensorflow = {**env, "PYTHONPATH": str(shadow.parent)}
+    # The second call must not need TensorFlow: there is nothing to log.
+    no_tensorflow = without_tensorflow(env, clone.parent, "publish imported TensorFlow with nothing to publish")
     published = [sh(sys.executable, "src/publish.py", cwd=clone, env=e) for e in (env, no_tensorflow)]
     assert all(f"{v}-42" in published[0].split("already there")[0] for v in VARIANTS), published[0]
     assert "published into" in published[1] and ": nothing; already there" in published[1], published[1]
