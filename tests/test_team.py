@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, expected_overrides, run_entry, tiny_overrides
+from dataset_race import log_the_split_while_another_run_inserts_it_first
 from mlflow import MlflowClient
 
 from catdog.team import server as team_server
@@ -267,6 +268,13 @@ def test_mlflow_connects_as_its_own_role_that_owns_its_databases_only(
     with psycopg.connect(cluster.uri("mlflow", driver=""), autocommit=True) as conn:
         owners = conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall()
         assert owners == [("mlflow",)]  # MLflow's migrations ran as the role
+
+
+def test_runs_logging_the_same_split_at_the_same_moment_both_get_it_on_postgres(team: Team, tmp_path: Path) -> None:
+    """The race CI met through the team's server, on its PostgreSQL store directly (tests/dataset_race.py): the
+    later insert fails with PostgreSQL's own words for the broken key, and the run links to the first one's row."""
+    store = Cluster(team.folder / "postgres").uri(team_server.DATABASES[0], role=team_server.ROLE)
+    log_the_split_while_another_run_inserts_it_first(store, tmp_path)
 
 
 def test_add_user_writes_the_password_to_a_0600_file_and_refuses_a_wrong_admin_password(

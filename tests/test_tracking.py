@@ -16,15 +16,12 @@ import mlflow.utils.environment as model_environment
 import numpy as np
 import pytest
 from conftest import tiny_config
-from mlflow.entities import Dataset, DatasetInput
-from mlflow.store.tracking.dbmodels.models import SqlDataset
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+from dataset_race import log_the_split_while_another_run_inserts_it_first
 
 from catdog.serve.classifier import log_classifier
 from catdog.team.loopback import free_port
 from catdog.tracking.connect import TrackingUnavailable, check_reachable, tracking_uri
-from catdog.tracking.provenance import flat_params, log_split_inputs
+from catdog.tracking.provenance import flat_params
 from catdog.tracking.registry import log_model, requirements
 from catdog.train.models import build_model
 from catdog.train.run import train
@@ -150,37 +147,6 @@ def test_logging_a_model_starts_no_python_and_pins_the_requirements(
         assert Path(pinned).read_text().split() == requirements()
 
 
-def test_runs_logging_the_same_split_at_the_same_moment_both_get_it(workdir: Path) -> None:
-    """The race two trainings at once met (in CI, on SQLite and on the team's PostgreSQL): both look the split up,
-    find nothing, and insert it; the later insert breaks the unique key. Here the other run's insert is made to
-    land between this run's look-up and its insert, every time."""
-    manifest = workdir / "split" / "train.csv"
-    manifest.parent.mkdir()
-    manifest.write_text("path,label,sha256\na.jpg,cats,00\nb.jpg,dogs,11\n")
-    client = mlflow.MlflowClient()
-    other = client.create_run(client.create_experiment("race")).info.run_id
-    raced: list[str] = []
-
-    def the_other_run_inserts_first(session: Session, *_) -> None:
-        rows = [row for row in session.new if isinstance(row, SqlDataset)]
-        if rows and not raced:
-            row = rows[0]
-            raced.append(row.name)
-            dataset = Dataset(
-                row.name, row.digest, row.dataset_source_type, row.dataset_source, row.dataset_schema,
-                row.dataset_profile,
-            )  # fmt: skip
-            competitor = threading.Thread(target=client.log_inputs, args=(other, [DatasetInput(dataset)]))
-            competitor.start()
-            competitor.join()
-
-    event.listen(Session, "before_flush", the_other_run_inserts_first)
-    try:
-        with mlflow.start_run(experiment_id=client.get_run(other).info.experiment_id) as run:
-            log_split_inputs(manifest.parent, {"train": "training"})
-    finally:
-        event.remove(Session, "before_flush", the_other_run_inserts_first)
-    assert raced == ["train"]
-    for run_id in (run.info.run_id, other):
-        (logged,) = client.get_run(run_id).inputs.dataset_inputs
-        assert logged.dataset.name == "train" and str(manifest.resolve()) in logged.dataset.source
+def test_runs_logging_the_same_split_at_the_same_moment_both_get_it(workdir: Path, isolated_mlflow: str) -> None:
+    """On SQLite (tests/dataset_race.py; test_team races them on PostgreSQL)."""
+    log_the_split_while_another_run_inserts_it_first(isolated_mlflow, workdir)
