@@ -22,6 +22,7 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
+from catdog.common.machine import available_cores
 from catdog.settings.params import compose_config
 from catdog.settings.project import PROJECT_ENV
 
@@ -260,12 +261,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: a session without xdist (-p no:xdist) has no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (pyproject.toml's addopts): for the full suite, one worker more than the cores this process may use.
+    """`-n auto` (pyproject.toml's addopts): for the full suite, one worker more than the cores this process may use
+    (catdog.common.machine.available_cores: a Slurm allocation, else the CPU affinity).
     On two workers a quarter of the cores' time went unused (147% CPU of 200% in the fresh-clone run of 36bc95d:
     servers starting, polls, a worker blocked on the tiny study's lock); the extra worker runs tests in those waits
     (14:40 → 11:20 and 13:12 in two runs). The fast tier (-m "not slow") waits on nothing: one worker per core (a
     third one costs its own TensorFlow import and collection, 66 → 88 s)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     return cores if "not slow" in (config.option.markexpr or "") else cores + 1
 
 
