@@ -151,7 +151,10 @@ def page_text(url: str, browser: str, until: str, timeout_s: float = 90) -> str:
         pipe.send("Page.navigate", session, url=url)
         deadline = time.monotonic() + timeout_s
         while True:
-            shown = pipe.send("Runtime.evaluate", session, expression=TEXT, returnByValue=True)["result"]["value"]
+            # A renderer busy parsing the app's scripts answers late under load: wait up to the page's own deadline.
+            wait = max(deadline - time.monotonic(), 30)
+            shown = pipe.send("Runtime.evaluate", session, timeout=wait, expression=TEXT, returnByValue=True)
+            shown = shown["result"]["value"]
             if until in shown or time.monotonic() > deadline:
                 return shown
             time.sleep(0.5)
