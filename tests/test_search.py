@@ -228,12 +228,16 @@ def test_a_complete_trial_scores_the_mean_best_val_accuracy_over_its_seeds(
 
 
 def test_a_seed_that_did_not_learn_ends_its_trial_as_a_failed_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     study, launched = run_objective(
         tmp_path, monkeypatch, lambda seeds: {s: SeedResult(s, 0.5, True, None) for s in seeds}
     )
     (trial,) = study.trials
+    (said,) = [text for text in capsys.readouterr().out.splitlines() if text.startswith("trial 0 ")]
+    assert said.startswith("trial 0 did_not_learn: ") and said.endswith(
+        "; seeds 42: 0.5000 (did not learn); mean 0.5000"
+    )
     assert launched == [[42]]  # seeds 1 and 2 never trained
     assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "did_not_learn"
     assert trial.user_attrs["did_not_learn"] == [42] and counted(study) == [trial]
