@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import keras
 import pytest
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from mlflow import MlflowClient
 
 from catdog.train import autoprecision
@@ -123,3 +124,12 @@ def test_a_real_probe_leaves_no_trace_in_the_run(split_data: Path, cache, monkey
     assert auto["val_loss"] == plain["val_loss"] and not math.isnan(auto["val_loss"])
     history = [(split_data / "plots" / "train" / f"{n}-42" / "history.csv").read_text() for n in ("auto", "plain")]
     assert history[0] == history[1]
+
+
+def test_the_benchmark_row_says_what_auto_chose_and_how(cache: Path, measured: list) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import auto_precision
+
+    first, again = auto_precision.decide("baseline"), auto_precision.decide("baseline")
+    assert first.startswith("| baseline | bfloat16 | measured | 0.020 | 0.010 | 0.50 | ")
+    assert again.startswith("| baseline | bfloat16 | cached | 0.020 | 0.010 | 0.50 | ") and len(measured) == 1
