@@ -1,6 +1,6 @@
 """What `trainer.precision=auto` decides on this machine, per variant: the precision, whether it was measured or read
 from the cache, each precision's seconds per step (the probe: a few steps of the variant's own model, interleaved)
-and how long the decision took. The CPU's name, family/model/stepping and TensorFlow's oneDNN state head the table.
+and how long the decision took. The CPU as the profile names it and TensorFlow's oneDNN state head the table.
 
     uv run python bench/auto_precision.py                          # the four variants, cache as it is
     uv run python bench/auto_precision.py --fresh --variants augmented   # measure again (a throwaway cache)
@@ -12,22 +12,23 @@ import argparse
 import os
 import tempfile
 import time
-from pathlib import Path
+
+from plan import ROOT, VARIANTS, machine
 
 from catdog.common.console import quiet_console
-from catdog.common.machine import cpu_model, cpuinfo_field
 from catdog.settings.params import compose_config
-
-ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 
 
 def machine_line() -> str:
-    """The CPU as `/proc/cpuinfo` tells it, and whether TensorFlow runs its oneDNN optimisations."""
+    """The CPU as the profile names it (`plan.machine`), and whether TensorFlow runs its oneDNN optimisations."""
     from tensorflow.python.util import _pywrap_util_port
 
-    fields = ", ".join(f"{name} {cpuinfo_field((name,)) or '?'}" for name in ("cpu family", "model", "stepping"))
-    return f"{cpu_model()} ({fields}); TensorFlow oneDNN optimisations: {_pywrap_util_port.IsMklEnabled()}"
+    here = machine()
+    return (
+        f"{here['cpu']} (family/model/stepping {here['family_model_stepping']}; bfloat16 flags: "
+        f"{', '.join(here['bf16_flags']) or 'none'}); TensorFlow {here['tensorflow']}, oneDNN optimisations: "
+        f"{'on' if _pywrap_util_port.IsMklEnabled() else 'off'}"
+    )
 
 
 def decide(variant: str) -> str:

@@ -7,10 +7,12 @@ A variant's cells: a (project) in the precision the study trains it in, or the o
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from catdog.common.machine import cpu_flags, cpu_model, cpuinfo_field
 from catdog.settings.params import compose_config
 from catdog.train.autoprecision import choose
 from catdog.train.precision import resolve
@@ -63,3 +65,18 @@ def project_precision(cfg: DictConfig, forced: str) -> dict[str, str]:
 def cell_precisions(project: str) -> dict[str, str]:
     """Every cell's precision, the project's being `project` (resolved: float32 or bfloat16)."""
     return {cell: resolve(precision) if precision else project for cell, (_, precision) in CELLS.items()}
+
+
+def machine() -> dict:
+    """The CPU as `/proc/cpuinfo` names it, with family/model/stepping and its bfloat16 flags; cores, TensorFlow."""
+    import tensorflow as tf
+
+    ids = "/".join(cpuinfo_field((f,)) or "?" for f in ("cpu family", "model", "stepping"))
+    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"})
+    return {
+        "cpu": cpu_model(),
+        "family_model_stepping": ids,
+        "bf16_flags": flags,
+        "cores": len(os.sched_getaffinity(0)),
+        "tensorflow": tf.__version__,
+    }

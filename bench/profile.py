@@ -23,11 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from onednn_log import isa, kernels
-from plan import PRECISIONS, ROOT, VARIANTS
+from plan import PRECISIONS, ROOT, VARIANTS, machine
 from profile_tables import markdown
 
 from catdog.common.files import write_text
-from catdog.common.machine import cpu_flags, cpu_model, cpuinfo_field
 
 HERE = Path(__file__).resolve().parent
 CNN_STEPS, TRANSFER_STEPS = 16, 8  # multiples of trainer.steps_per_execution (8)
@@ -62,21 +61,6 @@ def profile_variant(variant: str, args: argparse.Namespace) -> dict:
             done, log = child([*common, "--onednn", precision], {"ONEDNN_VERBOSE": "1"})
             result["onednn"][precision] = {"isa": isa(log), "kernels": kernels(log, done["steps"])}
     return result
-
-
-def machine() -> dict:
-    """The CPU as `/proc/cpuinfo` names it, with family/model/stepping and its bfloat16 flags; cores, TensorFlow."""
-    import tensorflow as tf
-
-    ids = "/".join(cpuinfo_field((f,)) or "?" for f in ("cpu family", "model", "stepping"))
-    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"})
-    return {
-        "cpu": cpu_model(),
-        "family_model_stepping": ids,
-        "bf16_flags": flags,
-        "cores": len(os.sched_getaffinity(0)),
-        "tensorflow": tf.__version__,
-    }
 
 
 def run_info(argv: list[str] | None) -> dict:

@@ -126,10 +126,12 @@ def test_a_real_probe_leaves_no_trace_in_the_run(split_data: Path, cache, monkey
     assert history[0] == history[1]
 
 
-def test_the_benchmark_row_says_what_auto_chose_and_how(cache: Path, measured: list) -> None:
+def test_the_benchmark_names_the_machine_and_what_auto_chose_and_how(cache: Path, measured: list) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import auto_precision
 
     first, again = auto_precision.decide("baseline"), auto_precision.decide("baseline")
     assert first.startswith("| baseline | bfloat16 | measured | 0.020 | 0.010 | 0.50 | ")
     assert again.startswith("| baseline | bfloat16 | cached | 0.020 | 0.010 | 0.50 | ") and len(measured) == 1
+    line = auto_precision.machine_line()  # the CPU as the profile names it, and TensorFlow's oneDNN state
+    assert "(family/model/stepping " in line and line.rsplit(" ", 1)[1] in ("on", "off")
