@@ -1,4 +1,5 @@
-"""What the throughput benchmark runs: each variant's composed config, the precision of its cells, and the cells.
+"""What the throughput benchmark runs: each variant's composed config, the precision of its cells, and the cells;
+and the machine as the benchmarks name it (`machine`: profile.py, auto_precision.py).
 
 A variant's cells: a (project) in the precision the study trains it in, or the one `--precision` forces; b
 (reference) in float32, as the original study ran; and c (bound) in both float32 and bfloat16.
