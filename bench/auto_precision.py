@@ -9,6 +9,7 @@ and how long the decision took. The CPU as the profile names it and TensorFlow's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -52,9 +53,11 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="measure in a throwaway cache, not the user's")
     args = parser.parse_args()
     quiet_console()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.fresh:
-            os.environ["CATDOG_CACHE_DIR"] = tmp
+    from catdog.train.autoprecision import CACHE_ENV
+
+    with tempfile.TemporaryDirectory() if args.fresh else contextlib.nullcontext() as fresh:
+        if fresh:
+            os.environ[CACHE_ENV] = fresh
         print(machine_line())
         print("\n| variant | chose | how | float32 s/step | bfloat16 s/step | bf16/f32 | decision s |")
         print("| --- | --- | --- | --: | --: | --: | --: |")

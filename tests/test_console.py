@@ -120,7 +120,7 @@ def test_tensorflow_starts_without_its_banner_unless_asked() -> None:
     quiet = tensorflow_stderr()
     assert quiet == "our own line\n", quiet
     shown = tensorflow_stderr(CATDOG_DEBUG="1")
-    # Which lines TensorFlow prints depends on the machine (oneDNN's port.cc notice on Intel CPUs only, cuInit's error
-    # where a CUDA toolkit is installed): asked for, every one of them is there, and only the quiet run hides them.
+    # Which lines TensorFlow prints depends on the machine (oneDNN's port.cc notice only where TensorFlow turns oneDNN
+    # on, cuInit's error where a CUDA toolkit is installed): asked for, they are there; only the quiet run hides them.
     banner = [line for line in shown.splitlines() if console.is_banner(line.encode())]
     assert banner and any(".cc:" in line for line in banner) and shown.endswith("our own line\n"), shown
