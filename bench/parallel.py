@@ -11,7 +11,6 @@ Needs the study's split (`dvc repro split`). Runs go to a temporary MLflow store
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlflow import MlflowClient
+from outputs import save
 
-from catdog.common.files import write_text
 from catdog.common.machine import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,9 +113,7 @@ def main() -> None:
         for i, (name, overrides) in enumerate(modes(args.jobs).items()):
             print(f"== {name}", flush=True)
             results["modes"][name] = sweep(overrides, args, Path(tmp) / str(i))
-    write_text(args.out / "parallel.json", json.dumps(results, indent=2) + "\n")
-    write_text(args.out / "parallel.md", markdown(results))
-    print(markdown(results))
+    save(args.out, "parallel", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # serve_timing, also when a test loads this file by path
 
+from outputs import save  # noqa: E402
 from serve_timing import Server, bound_labels, classifier_of, decoded  # noqa: E402
 
 from catdog.common.errors import reports_user_errors  # noqa: E402
-from catdog.common.files import write_json, write_text  # noqa: E402
 from catdog.common.machine import cpu_model  # noqa: E402
 from catdog.data.manifests import read_manifest  # noqa: E402
 from catdog.data.require import require_data  # noqa: E402
@@ -159,10 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rows": rows,
     }
-    table = markdown(result)
-    write_json(args.out / "predict.json", result)
-    write_text(args.out / "predict.md", table)
-    print(table)
+    save(args.out, "predict", result, markdown(result), sort_keys=True)
     return result
 
 

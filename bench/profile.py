@@ -23,10 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from onednn_log import isa, kernels
+from outputs import save
 from plan import PRECISIONS, ROOT, VARIANTS, machine
 from profile_tables import markdown
-
-from catdog.common.files import write_text
 
 HERE = Path(__file__).resolve().parent
 CNN_STEPS, TRANSFER_STEPS = 16, 8  # multiples of trainer.steps_per_execution (8)
@@ -112,10 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         run = run_info(argv)
         results["stages"], results["stages_run"] = profile_stages(args.epochs, args.study_dir), run
-    write_text(args.out / "profile.json", json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    write_text(args.out / "profile.md", table)
-    print(table)
+    save(args.out, "profile", results, markdown(results))
     return results
 
 

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from outputs import save
 from served import MIB, REQUEST_TIMEOUT_S, ServedModel, bomb_png, request_body
 
 from catdog.common.errors import reports_user_errors
-from catdog.common.files import write_json, write_text
 from catdog.data.manifests import read_manifest
 from catdog.data.require import require_data
 from catdog.predict.label_files import project_config
@@ -205,10 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["bomb"][f"limit raised to {RAISED_LIMIT / 1e6:g} MP (as before)"] = bomb_memory(
                 served, bomb, files[0]
             )
-    table = markdown(result)
-    write_json(args.out / "serve_load.json", result)
-    write_text(args.out / "serve_load.md", table)
-    print(table)
+    save(args.out, "serve_load", result, markdown(result), sort_keys=True)
     return result
 
 

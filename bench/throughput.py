@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from feeds import PIPELINES, check_data, images_seen
+from outputs import save
 from plan import CELLS, PRECISION_CHOICES, ROOT, VARIANTS, overrides_for, variant_config
 from repro_log import repro_stats
 from results import TARGETS, meta, process_summary, summarize
@@ -26,7 +27,6 @@ from timing import run_isolated
 from tqdm import tqdm
 
 from catdog.common.errors import reports_user_errors
-from catdog.common.files import write_text
 
 # Re-exported for tests/test_bench.py, which imports this script by name.
 __all__ = ["CELLS", "PIPELINES", "images_seen", "main", "markdown", "meta", "overrides_for", "parse_args"]
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             variants = {variant: run_isolated(variant, args, bar) for variant in args.variants}
         process = process_summary(variants, repro, baseline)
         results = {"meta": meta(args), "targets": TARGETS, "variants": variants, "process": process}
-    write_text(args.out / "throughput.json", json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    write_text(args.out / "throughput.md", table)
-    print(table)
+    save(args.out, "throughput", results, markdown(results))
 
 
 if __name__ == "__main__":
