@@ -18,6 +18,7 @@ from plan import ROOT, VARIANTS, machine
 
 from catdog.common.console import quiet_console
 from catdog.settings.params import compose_config
+from catdog.train.autoprecision import CACHE_ENV, choose
 
 
 def machine_line() -> str:
@@ -34,8 +35,6 @@ def machine_line() -> str:
 
 def decide(variant: str) -> str:
     """One Markdown row: `auto`'s decision for `variant` and its timings."""
-    from catdog.train.autoprecision import choose
-
     cfg = compose_config(ROOT / "conf", [f"variant={variant}", "trainer.precision=auto"])
     started = time.perf_counter()
     decision = choose(cfg)
@@ -53,8 +52,6 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="measure in a throwaway cache, not the user's")
     args = parser.parse_args()
     quiet_console()
-    from catdog.train.autoprecision import CACHE_ENV
-
     with tempfile.TemporaryDirectory() if args.fresh else contextlib.nullcontext() as fresh:
         if fresh:
             os.environ[CACHE_ENV] = fresh
