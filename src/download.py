@@ -1,11 +1,12 @@
-"""DVC stage `download`: fetch the archive (or $CATDOG_DATA_MIRROR), check its sha256, extract it safely, check its
-layout."""
+"""DVC stage `download`: fetch the archive (or $CATDOG_DATA_MIRROR), check its sha256 where one is pinned, extract it
+safely, check its layout and its images' content hash."""
 
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from catdog.data.checksums import DataPin
 from catdog.data.download import download_dataset
 from catdog.settings.checks import validate
 from catdog.settings.hydra_app import hydra_entry
@@ -22,7 +23,7 @@ def main(cfg: DictConfig) -> None:
         raw_dir=Path(data.raw_dir),
         dataset_dir=Path(data.dataset_dir),
         expected=data.expected,
-        sha256=data.sha256,
+        pin=DataPin.of(data),
         attempts=data.download.attempts,
         backoff_s=data.download.backoff_s,
         timeout_s=data.download.timeout_s,

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from catdog.common import plots
 from catdog.common.files import write_json
+from catdog.data.checksums import DataPin
 from catdog.data.split import data_report, make_split
 from catdog.settings.checks import validate
 from catdog.settings.hydra_app import hydra_entry
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> None:
         test_fraction=data.test_fraction,
         seed=data.split_seed,
         min_holdout_per_class=data.min_holdout_per_class,
+        pin=DataPin.of(data),
     )
     report = data_report(splits, list(data.classes), len(rejects))
     write_json(data.report_path, report)

@@ -63,7 +63,8 @@ def test_command_line_overrides_beat_the_variant() -> None:
         ("trainer.lr_schedule=step", "trainer.lr_schedule", "one of constant, cosine"),
         ("trainer.steps_per_execution=0", "trainer.steps_per_execution", "an integer >= 1"),
         ("trainer.ema_momentum=1", "trainer.ema_momentum", "a number in [0, 1); 0 turns averaging off"),
-        ("data.sha256=069e974fc04c", "data.sha256", "64 hex digits, or null (no check)"),
+        ("data.content_sha256=7ecc68776f75", "data.content_sha256", "64 hex digits, or null (no check)"),
+        ("data.archive_sha256=069e974fc04c", "data.archive_sha256", "64 hex digits, or null (no check)"),
         ("data.max_pixels=0", "data.max_pixels", "an integer >= 1"),
     ],
 )

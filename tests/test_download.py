@@ -1,21 +1,27 @@
-"""The download stage: real HTTP from a loopback server, retries, truncation, unsafe archives, wrong layouts."""
+"""The download stage: real HTTP from a loopback server, retries, truncation, unsafe archives, wrong layouts, the
+images' content pin (any packing of the same images passes, a changed, missing or extra image is named) and the
+optional archive pin."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import logging
 import os
+import random
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLASS_COLOURS, CONF, TINY_COUNTS, make_dataset, zip_folder
+from conftest import CLASS_COLOURS, CONF, TINY_COUNTS, jpeg_bytes, make_dataset, zip_folder
+from omegaconf import OmegaConf
 
 from catdog.common.files import sha256_file
-from catdog.data.checksums import ChecksumError
+from catdog.data.checksums import ChecksumError, ContentError, DataPin, content_pairs
 from catdog.data.download import ArchiveError, DownloadError, download_dataset, mirror_source, safe_extract
+from catdog.data.manifests import content_hash, listing
 from catdog.settings.params import compose_config
 
 EXPECTED = {folder: {cls: n for cls in CLASS_COLOURS} for folder, n in TINY_COUNTS.items()}
@@ -57,19 +63,42 @@ def send(handler: http.server.BaseHTTPRequestHandler, body: bytes, length: int |
     handler.wfile.write(body)
 
 
-def run_download(tmp_path: Path, urls: list[str], attempts: int = 3, sha256: str | None = None) -> dict:
-    """Download into tmp_path/raw; `sha256` pins the archive (None: the generated archive's is not pinned)."""
+def run_download(
+    tmp_path: Path, urls: list[str], attempts: int = 3, sha256: str | None = None, content: DataPin | None = None
+) -> dict:
+    """Download into tmp_path/raw; `sha256` pins the archive and `content` the images (None: neither is pinned)."""
+    pin = content or DataPin(None, tmp_path / "no-listing.sha256")
     return download_dataset(
         urls,
         MIRROR_ENV,
         tmp_path / "raw",
         tmp_path / "raw" / "dataset",
         EXPECTED,
-        sha256=sha256,
+        pin=DataPin(pin.content_sha256, pin.content_list, sha256),
         attempts=attempts,
         backoff_s=0.01,
         timeout_s=5,
     )
+
+
+def pin_images(dataset: Path, listing_file: Path) -> DataPin:
+    """The content pin of `dataset`'s images, their listing written to `listing_file` (as the project commits it)."""
+    pairs = content_pairs(dataset, EXPECTED)
+    listing_file.write_text(listing(pairs))
+    return DataPin(content_hash(pairs), listing_file)
+
+
+def repack(dataset: Path, archive: Path) -> Path:
+    """The images of `dataset` zipped as Google's original differs from the offline copy: compressed, in another entry
+    order, with other timestamps, and with a helper script beside the class folders."""
+    files = sorted(p for p in dataset.rglob("*") if p.is_file())
+    random.Random(0).shuffle(files)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{dataset.name}/vectorize.py", "print('not an image')\n")
+        for n, path in enumerate(files):
+            info = zipfile.ZipInfo(path.relative_to(dataset.parent).as_posix(), (2019, 3, 1 + n % 28, 12, n % 60, 0))
+            zf.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+    return archive
 
 
 def test_retries_a_failed_attempt_then_succeeds(tmp_path: Path, tiny_archive: Path, serve) -> None:
@@ -185,8 +214,10 @@ def test_another_archive_with_the_same_layout_fails_naming_both_hashes(
     with pytest.raises(ChecksumError) as refused:
         run_download(tmp_path, [url], sha256=pinned)
     message = str(refused.value)
-    assert message.startswith(f"{url}: the archive's sha256 is {served}, but data.sha256 pins {pinned}")
-    assert "`dvc repro download`" in message and f"`sha256: {served}` in conf/data/cats_and_dogs.yaml" in message
+    assert message.startswith(f"{url}: the archive's sha256 is {served}, but data.archive_sha256 pins {pinned}")
+    assert (
+        "`dvc repro download`" in message and f"`archive_sha256: {served}` in conf/data/cats_and_dogs.yaml" in message
+    )
     assert not (tmp_path / "raw" / "dataset").exists() and not (tmp_path / "raw" / "extracted").exists()
     assert list((tmp_path / "raw").iterdir()) == []  # nothing extracted, the archive removed
 
@@ -201,19 +232,120 @@ def test_a_mirror_with_another_archive_says_which_copy_to_point_it_at(
     assert f"point {MIRROR_ENV} at a copy whose sha256 is {pinned}" in str(refused.value)
 
 
-def test_no_pin_checks_nothing_and_logs_the_hash(
+def test_no_pin_checks_nothing_and_logs_both_hashes(
     tmp_path: Path, tiny_archive: Path, serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = serve(lambda h, n: send(h, tiny_archive.read_bytes()))
-    with caplog.at_level(logging.WARNING, logger="catdog.data.checksums"):
+    with caplog.at_level(logging.INFO, logger="catdog.data.checksums"):
         assert run_download(tmp_path, [url], sha256=None) == EXPECTED
-    assert f"sha256 {sha256_file(tiny_archive)}, not checked (data.sha256 is null)" in caplog.text
+    images = content_hash(content_pairs(tmp_path / "raw" / "dataset", EXPECTED))
+    assert f"archive sha256 {sha256_file(tiny_archive)}, not checked (data.archive_sha256 is null)" in caplog.text
+    assert f"content hash {images}, not checked (data.content_sha256 is null)" in caplog.text
 
 
-def test_the_data_config_pins_the_mirrors_archive() -> None:
-    """Where the real archive is at hand (CI's CATDOG_DATA_MIRROR), its sha256 is the one the data config pins."""
+def test_any_packing_of_the_same_images_passes_the_content_pin(tmp_path: Path) -> None:
+    """The offline copy's packing (stored, sorted, one timestamp) and Google's (compressed, another order and
+    timestamps, plus vectorize.py beside the class folders): two archives, one pin."""
+    dataset = make_dataset(tmp_path / "src")
+    pin = pin_images(dataset, tmp_path / "pinned.sha256")
+    stored = zip_folder(dataset, tmp_path / "stored.zip")
+    deflated = repack(dataset, tmp_path / "deflated.zip")
+    assert sha256_file(stored) != sha256_file(deflated)
+    with zipfile.ZipFile(deflated) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert "cats_and_dogs_filtered/vectorize.py" in zf.namelist()
+    for n, archive in enumerate((stored, deflated)):
+        assert run_download(tmp_path / f"run{n}", [archive.as_uri()], attempts=1, content=pin) == EXPECTED
+
+
+def test_a_changed_image_is_named(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "src")
+    pin = pin_images(dataset, tmp_path / "pinned.sha256")
+    (dataset / "train" / "dogs" / "dog.train3.jpg").write_bytes(jpeg_bytes((0, 0, 0), seed=99))
+    archive = zip_folder(dataset, tmp_path / "a.zip")
+    with pytest.raises(ContentError) as refused:
+        run_download(tmp_path, [archive.as_uri()], attempts=1, content=pin)
+    message = refused.value.line()
+    assert message.startswith(
+        f"data error: {archive.as_uri()}: the images are not the ones data.content_sha256 pins: "
+        "1 changed (train/dogs/dog.train3.jpg); the server sent other images"
+    ), message
+    assert f"pin them (hash {content_hash(content_pairs(dataset, EXPECTED))};" in message
+    assert "\n" not in str(refused.value)
+    assert list((tmp_path / "raw").iterdir()) == []  # nothing kept: no data set, no archive
+
+
+def test_missing_and_extra_images_are_named_a_few_then_counted(tmp_path: Path) -> None:
+    """Renamed images keep the layout's counts: only the content pin sees them."""
+    dataset = make_dataset(tmp_path / "src")
+    pin = pin_images(dataset, tmp_path / "pinned.sha256")
+    for i in range(4):
+        old = dataset / "validation" / "cats" / f"cat.validation{i}.jpg"
+        old.rename(old.with_name(f"cat.new{i}.jpg"))
+    archive = zip_folder(dataset, tmp_path / "a.zip")
+    with pytest.raises(ContentError) as refused:
+        run_download(tmp_path, [archive.as_uri()], attempts=1, content=pin)
+    missing = ", ".join(f"validation/cats/cat.validation{i}.jpg" for i in range(3))
+    extra = ", ".join(f"validation/cats/cat.new{i}.jpg" for i in range(3))
+    assert f"pins: 4 missing ({missing} and 1 more), 4 extra ({extra} and 1 more);" in str(refused.value)
+
+
+def test_a_listing_that_is_not_the_pinned_one_says_to_restore_it(tmp_path: Path) -> None:
+    dataset = make_dataset(tmp_path / "src")
+    pin = pin_images(dataset, tmp_path / "pinned.sha256")
+    pin.content_list.write_text(pin.content_list.read_text().replace("train/cats", "train/kats", 1))
+    (dataset / "train" / "cats" / "cat.train0.jpg").write_bytes(jpeg_bytes((0, 0, 0), seed=99))
+    archive = zip_folder(dataset, tmp_path / "a.zip")
+    with pytest.raises(ContentError, match=f"{pin.content_list}, which names the pinned images, is missing or not"):
+        run_download(tmp_path, [archive.as_uri()], attempts=1, content=pin)
+
+
+def test_the_pinned_listing_is_the_pinned_content_hash() -> None:
+    """The listing the project commits is the one whose hash the data config pins, so a refusal names real files."""
     data = compose_config(CONF).data
-    mirror = os.environ.get(data.mirror_env)
+    pinned = (CONF.parent / data.content_list).read_text()
+    assert len(pinned.splitlines()) == sum(sum(classes.values()) for classes in data.expected.values())
+    assert content_hash(line.split("  ")[::-1] for line in pinned.splitlines()) == data.content_sha256
+    assert data.archive_sha256 is None
+
+
+def real_mirror() -> Path:
+    mirror = os.environ.get(compose_config(CONF).data.mirror_env)
     if not mirror:
-        pytest.skip(f"{data.mirror_env} is not set: no copy of the real archive to hash")
-    assert sha256_file(mirror) == data.sha256
+        pytest.skip("CATDOG_DATA_MIRROR is not set: no copy of the real archive")
+    return Path(mirror)
+
+
+def test_the_data_config_pins_the_mirrors_images() -> None:
+    """Where the real archive is at hand (CI's CATDOG_DATA_MIRROR), its 3,000 images are the ones the config pins."""
+    data = compose_config(CONF).data
+    with zipfile.ZipFile(real_mirror()) as zf:
+        root = f"{Path(data.dataset_dir).name}/"
+        pairs = [
+            (i.filename.removeprefix(root), hashlib.sha256(zf.read(i)).hexdigest())
+            for i in zf.infolist()
+            if not i.is_dir()
+        ]
+    assert len(pairs) == 3000 and content_hash(pairs) == data.content_sha256
+
+
+@pytest.mark.slow
+def test_googles_packing_of_the_real_images_passes(tmp_path: Path) -> None:
+    """The real images repacked as Google's original differs from the offline copy (deflated, another order and
+    timestamps, vectorize.py) pass the download with the data config's own pins."""
+    with zipfile.ZipFile(real_mirror()) as zf:
+        zf.extractall(tmp_path / "src")
+    data = compose_config(CONF).data
+    archive = repack(tmp_path / "src" / Path(data.dataset_dir).name, tmp_path / "google.zip")
+    counts = download_dataset(
+        [archive.as_uri()],
+        MIRROR_ENV,
+        tmp_path / "raw",
+        tmp_path / "raw" / "dataset",
+        data.expected,
+        pin=DataPin(data.content_sha256, CONF.parent / data.content_list, data.archive_sha256),
+        attempts=1,
+        backoff_s=0.01,
+        timeout_s=5,
+    )
+    assert counts == OmegaConf.to_container(data.expected)

@@ -29,7 +29,6 @@ from catdog.data.download import ArchiveError, DownloadError
 from catdog.data.require import DataMissing
 from catdog.predict.label_files import PredictError, UsageError
 from catdog.settings.checks import ConfigError
-from catdog.settings.params import compose_config
 from catdog.tracking.connect import StoreError, TrackingServerError, TrackingUnavailable
 
 GET_DATA = "`dvc repro split` (or `python src/download.py && python src/split.py`)"
@@ -105,15 +104,15 @@ def test_a_mirror_that_is_not_a_zip_is_one_line_naming_the_variable(fresh: Path,
     mirror = tmp_path / "archive.zip"
     mirror.write_text("an HTML error page, saved under the archive's name")
     env = {**os.environ, "CATDOG_DATA_MIRROR": str(mirror)}
-    line = refusal(run_entry("download.py", cwd=fresh, env=env))
-    pinned = compose_config(REPO / "conf").data.sha256
+    pinned = "0" * 64  # a pinned archive is checked before it is opened
+    line = refusal(run_entry("download.py", f"data.archive_sha256={pinned}", cwd=fresh, env=env))
     assert line.startswith(
         f"download error: CATDOG_DATA_MIRROR={mirror}: the archive's sha256 is {sha256_file(mirror)}, "
-        f"but data.sha256 pins {pinned}"
+        f"but data.archive_sha256 pins {pinned}"
     )
     assert f"point CATDOG_DATA_MIRROR at a copy whose sha256 is {pinned}" in line
     assert not (fresh / "outputs").exists()
-    line = refusal(run_entry("download.py", "data.sha256=null", cwd=fresh, env=env))  # no pin: the zip is checked
+    line = refusal(run_entry("download.py", cwd=fresh, env=env))  # the study pins no archive: the zip is checked
     assert line.startswith(f"download error: CATDOG_DATA_MIRROR={mirror}: not a readable zip archive")
     assert "point CATDOG_DATA_MIRROR at a copy of cats_and_dogs_filtered.zip" in line
     assert "`dvc repro download`" in line
@@ -271,13 +270,12 @@ def test_the_throughput_benchmark_refuses_without_data_before_it_starts_a_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.syspath_prepend(str(REPO / "bench"))
-    import feeds
     import throughput
 
     def started(*args: object) -> None:
         raise AssertionError("a child process was started without the data")
 
-    monkeypatch.setattr(feeds, "ROOT", tmp_path)
+    monkeypatch.setattr(throughput, "ROOT", tmp_path)
     monkeypatch.setattr(throughput, "run_isolated", started)
     dataset = tmp_path / "data" / "raw" / "cats_and_dogs_filtered"
     with pytest.raises(DataMissing, match=f"^{re.escape(str(dataset))} not found .*{re.escape(GET_DATA)}$"):

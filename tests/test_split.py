@@ -1,4 +1,5 @@
-"""The split stage: deterministic, stratified, disjoint manifests; unreadable files listed, never dropped silently."""
+"""The split stage: deterministic, stratified, disjoint manifests; unreadable files listed, never dropped silently;
+images checked against the content pin first; the data version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_COUNTS, expected_overrides, jpeg_bytes, make_dataset, run_entry
 
-from catdog.data.manifests import read_manifest
+from catdog.data.checksums import ContentError, DataPin, content_pairs
+from catdog.data.manifests import content_hash, data_version, listing, read_manifest
 from catdog.data.require import DataMissing
 from catdog.data.split import data_report, make_split
 from catdog.settings.checks import ConfigError
@@ -18,6 +20,8 @@ from catdog.settings.checks import ConfigError
 CLASSES = ["cats", "dogs"]
 
 
+# The tiny data set is not the one the data config pins: the split stage runs on it unpinned.
+UNPINNED = "data.content_sha256=null"
 # The tiny hold-out has 8 images per class; at least 2 in val and in test allows test fractions 0.25 to 0.75.
 MIN_HOLDOUT = 2
 
@@ -57,7 +61,7 @@ def test_the_training_seed_leaves_the_split_alone(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data" / "raw")
 
     def holdout(*overrides: str) -> dict[str, bytes]:
-        result = run_entry("split.py", *expected_overrides(), *overrides, cwd=tmp_path)
+        result = run_entry("split.py", UNPINNED, *expected_overrides(), *overrides, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return {name: (tmp_path / "data" / "split" / f"{name}.csv").read_bytes() for name in ("val", "test")}
 
@@ -171,14 +175,51 @@ def test_too_few_holdout_images_for_any_fraction_says_so(dataset: Path, tmp_path
 
 def test_the_split_stage_refuses_a_bad_fraction_and_keeps_its_outputs(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data" / "raw")
-    first = run_entry("split.py", *expected_overrides(), cwd=tmp_path)
+    first = run_entry("split.py", UNPINNED, *expected_overrides(), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     outputs = [tmp_path / "data" / "split", tmp_path / "metrics", tmp_path / "plots"]
     before = snapshot(*outputs)
     assert {p.name for p in before} >= {"train.csv", "val.csv", "test.csv", "rejects.csv", "data.json", "samples.png"}
-    result = run_entry("split.py", *expected_overrides(), "data.test_fraction=0.999", cwd=tmp_path)
+    result = run_entry("split.py", UNPINNED, *expected_overrides(), "data.test_fraction=0.999", cwd=tmp_path)
     assert result.returncode != 0
     assert "data.test_fraction: got 0.999" in result.stderr
     assert "val {'cats': 0, 'dogs': 0}" in result.stderr
     assert "set data.test_fraction from 0.25 to 0.75" in result.stderr
     assert snapshot(*outputs) == before
+
+
+def test_an_image_changed_after_the_download_is_named_before_anything_is_split(dataset: Path, tmp_path: Path) -> None:
+    folders = {"train": CLASSES, "validation": CLASSES}
+    pairs = content_pairs(dataset, folders)
+    (tmp_path / "pinned.sha256").write_text(listing(pairs))
+    pin = DataPin(content_hash(pairs), tmp_path / "pinned.sha256")
+    splits, _ = make_split(
+        dataset, tmp_path / "s", CLASSES, "train", "validation", 0.5, 0, min_holdout_per_class=2, pin=pin
+    )
+    assert len(splits["train"]) == 2 * TINY_COUNTS["train"]
+    (dataset / "validation" / "cats" / "cat.validation5.jpg").write_bytes(jpeg_bytes((0, 0, 0), seed=99))
+    with pytest.raises(ContentError) as refused:
+        make_split(dataset, tmp_path / "t", CLASSES, "train", "validation", 0.5, 0, min_holdout_per_class=2, pin=pin)
+    assert str(refused.value).startswith(
+        f"{dataset}: the images are not the ones data.content_sha256 pins: 1 changed (validation/cats/cat.validation5.jpg); "
+        "the data set changed after its download: fetch it again with `dvc repro -f download`"
+    )
+    assert not (tmp_path / "t").exists()
+
+
+def test_the_data_version_is_the_content_hash_of_the_split_images(dataset: Path, tmp_path: Path) -> None:
+    """The same images in the same splits give the same version, whatever wrote the manifests; another draw of val
+    and test, or one image's bytes, another."""
+    split(dataset, tmp_path / "a")
+    split(dataset, tmp_path / "b")
+    split(dataset, tmp_path / "c", seed=1)
+    assert data_version(tmp_path / "a") == data_version(tmp_path / "b") != data_version(tmp_path / "c")
+    pairs = [
+        (f"{n}:{e.label}:{e.path}", e.sha256)
+        for n in ("train", "val", "test")
+        for e in read_manifest(tmp_path / "a" / f"{n}.csv")
+    ]
+    assert data_version(tmp_path / "a") == content_hash(reversed(pairs))[:16]
+    (dataset / "train" / "cats" / "cat.train0.jpg").write_bytes(jpeg_bytes((0, 0, 0), seed=99))
+    split(dataset, tmp_path / "d")
+    assert data_version(tmp_path / "d") != data_version(tmp_path / "a")

@@ -9,13 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 
 import yaml
 from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 
 from catdog.common.files import sha256_file
+from catdog.data.manifests import content_hash, listing
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,13 @@ def copy_project(dest: Path) -> None:
 
 
 def shrink(project: Path, archive: Path) -> None:
-    """Tiny images, tiny expected counts, the generated archive's sha256, random backbone weights, one epoch per
-    variant."""
+    """Tiny images, tiny expected counts, the generated archive's sha256 and its images' content pin, random backbone
+    weights, one epoch per variant."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
-        d["sha256"] = sha256_file(archive)
+        d["archive_sha256"] = sha256_file(archive)
+        d["content_sha256"] = pin_images(archive, project / d["content_list"])
         d["download"]["backoff_s"] = 0.01
         d["min_holdout_per_class"] = 2
 
@@ -65,6 +69,17 @@ def shrink(project: Path, archive: Path) -> None:
     edit_yaml(project / "conf/model/transfer.yaml", lambda m: m["net"].update(weights=None))
     tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
     edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
+
+
+def pin_images(archive: Path, listing_file: Path) -> str:
+    """Write the listing of the tiny archive's images where the data config names it; return their content hash."""
+    with zipfile.ZipFile(archive) as zf:
+        top = zf.namelist()[0].split("/")[0] + "/"
+        pairs = [
+            (i.filename.removeprefix(top), sha256(zf.read(i)).hexdigest()) for i in zf.infolist() if not i.is_dir()
+        ]
+    listing_file.write_text(listing(pairs))
+    return content_hash(pairs)
 
 
 def dvc_status(root: Path, env: dict[str, str]) -> set[str]:

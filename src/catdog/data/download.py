@@ -1,4 +1,4 @@
-"""Fetch the image archive (or a local mirror of it), extract it safely and check its layout."""
+"""Fetch the image archive (or a local mirror of it), extract it safely, check its layout and its images' content."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from catdog.common.errors import UserError
 from catdog.common.files import CHUNK_BYTES, atomic_path
-from catdog.data.checksums import check_sha256
+from catdog.data.checksums import DataPin, check_content, check_sha256
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +161,13 @@ def download_dataset(
     dataset_dir: Path,
     expected: Mapping[str, Mapping[str, int]],
     *,
-    sha256: str | None,
+    pin: DataPin,
     attempts: int,
     backoff_s: float,
     timeout_s: float,
 ) -> dict[str, dict[str, int]]:
-    """Fetch (or mirror) the archive, check its sha256 (`catdog.data.checksums`; None: no check), extract it and check the
-    data set's layout into `dataset_dir`; return per-folder image counts."""
+    """Fetch (or mirror) the archive, check its sha256 where `pin` names one, extract it, check the data set's layout
+    and its images' content hash (`catdog.data.checksums`) into `dataset_dir`; return per-folder image counts."""
     mirror = mirror_source(mirror_env)
     sources = [mirror] if mirror else list(urls)
     archive = raw_dir / "archive.zip"
@@ -181,10 +181,12 @@ def download_dataset(
     source = f"{mirror_env}={os.environ.get(mirror_env, '').strip()}" if mirror else used
     extracted = raw_dir / "extracted"
     try:
-        check_sha256(archive, sha256, source, fix_checksum(mirror_env, mirror, sha256))
+        check_sha256(archive, pin.archive_sha256, source, fix_checksum(mirror_env, mirror, pin.archive_sha256))
         safe_extract(archive, extracted)
         root = find_dataset_root(extracted, expected)
         counts = check_layout(root, expected)
+        fix_content = fix(mirror_env, mirror, urls) if mirror else f"the server sent other images: {AGAIN}"
+        check_content(root, expected, pin.content_sha256, pin.content_list, source=source, fix=fix_content)
         shutil.rmtree(dataset_dir, ignore_errors=True)
         root.rename(dataset_dir)
     except ArchiveError as exc:

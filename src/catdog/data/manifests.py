@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from catdog.common.files import atomic_path, read_json, required, sha256_files, write_json
+from catdog.common.files import atomic_path, read_json, required, write_json
 from catdog.settings.checks import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -54,9 +55,24 @@ def majority_class(entries: Sequence[Entry], classes: Sequence[str]) -> str:
     return max(classes, key=lambda c: (counts[c], -list(classes).index(c)))
 
 
+def listing(pairs: Iterable[tuple[str, str]]) -> str:
+    """`sha256sum`'s format, one `<sha256>  <path>` line per (path, sha256) pair, sorted by path."""
+    return "".join(f"{digest}  {path}\n" for path, digest in sorted(pairs))
+
+
+def content_hash(pairs: Iterable[tuple[str, str]]) -> str:
+    """The sha256 of the pairs' `listing`: the same files with the same bytes, the same hash, however packed."""
+    return hashlib.sha256(listing(pairs).encode()).hexdigest()
+
+
 def data_version(split_dir: Path) -> str:
-    """A hash over the split manifests: the same manifests, the same data version."""
-    return sha256_files([split_dir / f"{name}.csv" for name in SPLITS])[:16]
+    """The content hash (the data set's own, `catdog.data.checksums`) of the images the split's manifests
+    list, each path prefixed with its split and label: the same images in the same splits, the same data version;
+    an excluded image or another draw of val and test, another one."""
+    pairs = [
+        (f"{name}:{e.label}:{e.path}", e.sha256) for name in SPLITS for e in read_manifest(split_dir / f"{name}.csv")
+    ]
+    return content_hash(pairs)[:16]
 
 
 def write_settings(split_dir: Path, seed: int, test_fraction: float) -> None:

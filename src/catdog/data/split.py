@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from catdog.common.files import sha256_file
+from catdog.data.checksums import DataPin, check_content
 from catdog.data.manifests import MANIFEST_FIELDS, Entry, class_counts, majority_class, write_csv, write_settings
 from catdog.data.require import DataMissing
 from catdog.settings.checks import ConfigError
@@ -141,12 +142,14 @@ def make_split(
     seed: int,
     *,
     min_holdout_per_class: int,
+    pin: DataPin | None = None,
 ) -> tuple[dict[str, list[Entry]], list[Reject]]:
     """Write `<split_dir>/{train,val,test}.csv`, `rejects.csv` and the settings that drew them (`split.json`);
     return the splits and the rejects.
 
-    A split leaving any class fewer than `min_holdout_per_class` images in val or in test raises ConfigError
-    before any file is written.
+    The images are first checked against `pin`'s content hash (`catdog.data.checksums`; None: not checked). A split
+    leaving any class fewer than `min_holdout_per_class` images in val or in test raises ConfigError before any file
+    is written.
     """
     for folder in [dataset_dir] + [dataset_dir / f / c for f in (train_folder, holdout_folder) for c in classes]:
         if not folder.is_dir():
@@ -155,6 +158,10 @@ def make_split(
                 f"{folder.absolute()} not found ({why}); fetch the data set with `dvc repro download` "
                 "(or `python src/download.py`), then split it"
             )
+    if pin is not None:
+        folders = {folder: classes for folder in (train_folder, holdout_folder)}
+        again = "the data set changed after its download: fetch it again with `dvc repro -f download`, then split it"
+        check_content(dataset_dir, folders, pin.content_sha256, pin.content_list, source=str(dataset_dir), fix=again)
     train, train_rejects = scan(dataset_dir, train_folder, classes)
     holdout, holdout_rejects = scan(dataset_dir, holdout_folder, classes)
     holdout, duplicate_rejects = drop_cross_split_duplicates(train, holdout)

@@ -66,7 +66,7 @@ def data_card(cfg: DictConfig) -> Section:
         ("local mirror ($" + cfg.data.mirror_env + ", this run)", mirror or "none: downloaded from the source"),
         ("data set", "cats_and_dogs_filtered: train folder → train; validation folder → val and test (stratified)"),
         ("split", f"seed {settings['split_seed']}, test fraction {settings['test_fraction']}"),
-        ("data version", Html(f"<code>{data_version(split_dir)}</code> (hash of the split manifests)")),
+        ("data version", Html(f"<code>{data_version(split_dir)}</code> (content hash of the split's images)")),
         ("majority class (train)", report["majority_class"]),
     ]
     return study_card.data_card(facts, report["counts"], rejects, required(Path(cfg.data.samples_plot), "split"))

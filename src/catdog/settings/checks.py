@@ -15,6 +15,7 @@ PREPROCESS_OPTIONS = ("none", "mobilenet_v2")
 LR_SCHEDULES = ("constant", "cosine")
 OUTPUTS = ("adhoc", "study")
 PRECISIONS = ("float32", "bfloat16", "auto")
+ONEDNN_SETTINGS = ("auto", "on", "off")
 MIN_IMAGE_SIZE = 32
 
 
@@ -38,6 +39,10 @@ def _distinct(values: Any, ok: Callable[[Any], bool]) -> bool:
     return bool(items) and len(set(map(str, items))) == len(items) and all(map(ok, items))
 
 
+def _is_sha256_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None)
+
+
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "study.seeds": (
@@ -52,10 +57,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.test_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number strictly between 0 and 1"),
     "data.min_holdout_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.max_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "data.sha256": (
-        lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v) is not None),
-        "64 hex digits, or null (no check)",
-    ),
+    "data.content_sha256": (_is_sha256_or_none, "64 hex digits, or null (no check)"),
+    "data.archive_sha256": (_is_sha256_or_none, "64 hex digits, or null (no check)"),
     "trainer.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.image_size": (lambda v: _is_int(v) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),
@@ -68,6 +71,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.outputs": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
     "trainer.threads": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "auto, or an integer >= 1"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "trainer.onednn": (lambda v: v in ONEDNN_SETTINGS, f"one of {', '.join(ONEDNN_SETTINGS)}"),
 }
 
 
