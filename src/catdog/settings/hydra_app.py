@@ -25,6 +25,19 @@ from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors
 from catdog.settings.checks import ConfigError
 
+RUN_FOLDER = "run_folder"
+
+
+def run_folder(job: str, name: str) -> str:
+    """The end of a run's folder name, conf/config.yaml's `${run_folder:${hydra.job.name},${name}}`: a training run's
+    name (outputs/<date>/<time>-baseline); any other entry point's own name (outputs/<date>/<time>-download), since
+    only training reads `name`. Registered when an entry point imports this module, before Hydra composes."""
+    return name if job == "train" else job
+
+
+if not OmegaConf.has_resolver(RUN_FOLDER):
+    OmegaConf.register_new_resolver(RUN_FOLDER, run_folder)
+
 
 class RefusedRunCleanup(Callback):
     """Hydra makes a run's folder (outputs/<date>/<time>-<name>/, with .hydra/ and the log), or a sweep's
