@@ -13,12 +13,14 @@ import pytest
 from conftest import TINY_SIZE, tiny_config
 from mlflow import MlflowClient
 
+from catdog.compare.over_seeds import best_on_validation
 from catdog.compare.stage import ModelLoadError, compare
 from catdog.data.manifests import read_manifest
 from catdog.serve.classifier import log_classifier
 from catdog.settings.run_files import Outputs
 from catdog.tracking.records import write_record
 from catdog.tracking.registry import log_model
+from catdog.train.outputs import summary
 
 
 def assert_nothing_written(root: Path) -> None:
@@ -82,6 +84,19 @@ def plant_variant(
         classifier = log_classifier(model, list(cfg.data.classes)).model_uri
     outputs.record.parent.mkdir(parents=True, exist_ok=True)
     write_record(outputs.record, run.info.run_id, {"model_uri": uri, "classifier_uri": classifier})
+
+
+def test_a_runs_best_val_loss_is_its_best_epochs_and_breaks_a_tie_between_seeds() -> None:
+    """The run's model is its best val accuracy epoch's weights: its val loss is that epoch's, not the lowest of
+    any epoch. Seed 1's lowest val loss (0.30, epoch 3) is not its model's; at their best epochs seed 2's is lower."""
+    histories = {
+        1: {"val_accuracy": [0.60, 0.75, 0.70], "val_loss": [0.65, 0.60, 0.30]},
+        2: {"val_accuracy": [0.60, 0.70, 0.75], "val_loss": [0.65, 0.50, 0.40]},
+    }
+    val = {seed: summary(h, seconds=1.0, counts={}) for seed, h in histories.items()}
+    assert (val[1]["best_epoch"], val[1]["best_val_accuracy"], val[1]["best_val_loss"]) == (2, 0.75, 0.60)
+    assert (val[2]["best_epoch"], val[2]["best_val_accuracy"], val[2]["best_val_loss"]) == (3, 0.75, 0.40)
+    assert best_on_validation(val) == 2
 
 
 @pytest.mark.slow

@@ -30,16 +30,18 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def best_on_validation(val: Mapping[Key, Mapping[str, float]]) -> Key:
-    """The key with the best val accuracy (ties: the lower val loss, then the first listed). The one rule for both
-    choices made on validation: a variant's best seed, the run that stands for it where one model is needed
-    (McNemar, curves, the registered champion), and the champion among variants (on their means over seeds)."""
+    """The key with the best val accuracy (ties: the lower val loss at that best epoch, the model's own, then the
+    first listed). The one rule for both choices made on validation: a variant's best seed, the run that stands for
+    it where one model is needed (McNemar, curves, the registered champion), and the champion among variants (on
+    their means over seeds)."""
     order = list(val)
     return min(val, key=lambda k: (-val[k]["best_val_accuracy"], val[k]["best_val_loss"], order.index(k)))
 
 
 def validation_summary(val: Mapping[int, Mapping[str, float]]) -> dict:
-    """A variant's val scores over seeds: mean accuracy and loss (what the champion is picked on), the best seed,
-    its best epoch, each seed's best val accuracy, and the seeds whose run did not learn (catdog.train.dead_runs)."""
+    """A variant's val scores over seeds: the mean of each seed's best-epoch val accuracy and loss (what the champion
+    is picked on), the best seed, its best epoch, each seed's best val accuracy, and the seeds whose run did not learn
+    (catdog.train.dead_runs)."""
     seed = best_on_validation(val)
     return {
         **{k: statistics.fmean(v[k] for v in val.values()) for k in VAL_KEYS},

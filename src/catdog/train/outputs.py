@@ -33,13 +33,14 @@ def write_history_csv(path: Path, history: History) -> None:
 
 
 def summary(history: History, seconds: float, counts: dict[str, int]) -> dict[str, float | int]:
-    """The run's metrics for DVC and MLflow: final and best validation values, epochs, time, size."""
+    """The run's metrics for DVC and MLflow: the last epoch's validation values, the best epoch's (the first with the
+    highest val accuracy, whose weights are the run's model: its val accuracy and loss), epochs, time, size."""
     best = best_epoch(history[MONITOR])
     return {
         "val_accuracy": history["val_accuracy"][-1],
         "val_loss": history["val_loss"][-1],
         "best_val_accuracy": history["val_accuracy"][best],
-        "best_val_loss": min(history["val_loss"]),
+        "best_val_loss": history["val_loss"][best],
         "best_epoch": best + 1,
         "epochs_run": len(history[MONITOR]),
         "seconds": round(seconds, 1),
