@@ -36,11 +36,12 @@ from catdog.report.html import page
 from catdog.report.sections import leaderboard as leaderboard_section
 from catdog.search import objective as objective_module
 from catdog.search.apply import apply_best
+from catdog.search.budget import Budget, counted, recover
 from catdog.search.launch import SeedResult, TrialFailed, command, read_result
 from catdog.search.objective import Objective
 from catdog.search.settings import SearchError, check, check_params_keys, inherited, launcher
 from catdog.search.space import overrides, suggest
-from catdog.search.storage import Budget, counted, exclusive, make_storage, open_study, recover
+from catdog.search.storage import make_storage, one_process, open_study
 from catdog.search.tracking import Tracker
 from catdog.settings.params import compose_config
 from catdog.tracking.connect import connect
@@ -192,13 +193,17 @@ def run_objective(
     spec = search_config("search.seeds_at_once=1").search
     launched: list[list[int]] = []
 
-    def fake_launch(args: list[str], seeds: list[int], trial_dir: Path) -> dict[int, SeedResult]:
-        launched.append(seeds)
-        return results(seeds)
+    def fake_launch(args: list[str], checkpoints: dict, trial_dir: Path, watch, poll_s: float) -> dict:
+        launched.append(list(checkpoints))
+        done = results(list(checkpoints))
+        watch(done, {})
+        return done
 
     study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.set_user_attr("seeds", list(spec.seeds))
     tracker = Tracker.open(study, spec, connect(os.environ["MLFLOW_TRACKING_URI"], "catdog-search", 5), {})
-    objective = Objective(spec, ["variant=baseline"], tmp_path, lambda values: None, tracker)
+    compose = lambda values: compose_config(CONF, ["variant=baseline", *values])  # noqa: E731
+    objective = Objective(spec, ["variant=baseline"], tmp_path, compose, tracker, Budget(spec.n_trials))
     monkeypatch.setattr(objective_module, "launch", fake_launch)
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     return study, launched
@@ -236,12 +241,13 @@ def test_a_seed_that_did_not_learn_ends_its_trial_as_a_failed_one(
     (trial,) = study.trials
     (said,) = [text for text in capsys.readouterr().out.splitlines() if text.startswith("trial 0 ")]
     assert said.startswith("trial 0 did_not_learn: ") and said.endswith(
-        "; seeds 42: 0.5000 (did not learn); mean 0.5000"
+        "; seeds 42: 0.5000 (did not learn); mean 0.5000; 0.0 min"
     )
     assert launched == [[42]]  # seeds 1 and 2 never trained
     assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "did_not_learn"
     assert trial.user_attrs["did_not_learn"] == [42] and counted(study) == [trial]
     assert trial.intermediate_values == {1: 0.5}  # the sampler still sees how low its settings scored
+    assert trial.user_attrs["seed_42"]["did_not_learn"] is True
     run = child_run(trial)
     assert run.data.tags["did_not_learn"] == "true" and run.data.tags["outcome"] == "did_not_learn"
     assert "objective" not in run.data.metrics
@@ -269,9 +275,9 @@ def test_the_pruner_stops_a_trial_between_launches_and_a_failed_command_fails_it
 
 
 def test_a_killed_searchs_running_trial_is_rerun_and_finished_ones_are_not(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    url = str(tmp_path / "searches" / "baseline" / "journal.log")
     spec = search_config(f"search.storage={url}").search
-    study = open_study(spec, make_storage(spec, url))
+    study = open_study(spec, make_storage(spec, url), url)
     finished = study.ask()
     finished.suggest_float("x", 0, 1)
     finished.set_user_attr("outcome", "complete")
@@ -281,14 +287,14 @@ def test_a_killed_searchs_running_trial_is_rerun_and_finished_ones_are_not(tmp_p
     study.tell(failed, state=TrialState.FAIL)
     cut_short = study.ask()
     x = cut_short.suggest_float("x", 0, 1)  # left running, as a kill leaves it
-    assert recover(study, url) == [2] and recover(study, url) == []
+    assert recover(study, one_process=True) == [2] and recover(study, one_process=True) == []
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
     rerun = study.trials[3]
     assert rerun.system_attrs["fixed_params"] == {"x": x} and rerun.user_attrs["retry_of"] == 2
     assert [t.number for t in counted(study)] == [0, 1] and Budget(3).left(study) == 1
     held = pytest.raises(SearchError, match="search 'baseline' is already running")
-    with exclusive(url, "baseline"), held, exclusive(url, "baseline"):
+    with one_process(url, "baseline"), held, one_process(url, "baseline"):
         pass
 
 

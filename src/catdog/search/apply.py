@@ -15,8 +15,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from catdog.common.files import write_text
+from catdog.search.budget import OVERRIDES
 from catdog.search.settings import SearchError, params_key
-from catdog.search.storage import OVERRIDES
 
 COMMENT_MARK = "search "
 

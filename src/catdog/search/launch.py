@@ -1,6 +1,8 @@
-"""A trial's seeds as training runs: `src/train.py --multirun ... seed=choice(42,1)` in a child process, through
-the launcher the search was given (Hydra's basic one: one seed after another; joblib: in parallel; Slurm: on the
-cluster), each seed's outputs in `<trial folder>/seed-<s>/`, read back once the command ends."""
+"""A trial's seeds as training runs: `src/train.py --multirun ... seed=choice(42,1)` in a child process group,
+through the launcher the search was given (Hydra's basic one: one seed after another; joblib: in parallel; Slurm:
+on the cluster), each seed's outputs in `<trial folder>/seed-<s>/`. While it trains, the launch is watched: each
+seed's per-epoch state (the `state.json` its checkpoints keep) and each finished seed's result are handed to a
+callback, which may stop the whole process group (a pruned trial)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from catdog.common.processes import stop_group
 from catdog.settings.project import project_dir
 from catdog.settings.run_files import Outputs
+from catdog.train.checkpoints import STATE_FILE
 from catdog.train.dead_runs import METRIC
 
 # Linux: the training command gets SIGTERM when the search dies (`kill -9` included), so no orphan trains on into
@@ -28,25 +34,53 @@ JOBLIB = "hydra/launcher=joblib"
 N_JOBS = "hydra.launcher.n_jobs"
 # How every entry point reports a user's mistake: `<kind> error: <one line>` (catdog.common.errors).
 USER_ERROR_LINE = re.compile(r"^[a-z][a-z ]* error: ")
+POLL_S = 5.0
+MONITOR = "val_accuracy"
 
 
 class TrialFailed(Exception):
     """A trial's training command failed (a diverged run, a crash): the trial counts as failed, the search goes on."""
 
 
+class Stopped(Exception):
+    """The watcher stopped the launch (its process group is gone)."""
+
+
 @dataclass(frozen=True)
 class SeedResult:
-    """What one seed's training run left: its best val accuracy, whether it learned, its MLflow run."""
+    """What one seed's training run left: its best val accuracy, whether it learned, its MLflow run, how many
+    epochs and seconds it trained, and the id of the machine fingerprint it trained on."""
 
     seed: int
     best_val_accuracy: float
     did_not_learn: bool
     run_id: str | None
+    epochs: int = 0
+    seconds: float = 0.0
+    machine: str | None = None
+
+    def attrs(self) -> dict:
+        """The result as the trial's user attribute `seed_<s>` (the journal keeps it)."""
+        return {k: v for k, v in self.__dict__.items() if k != "seed"}
+
+    @classmethod
+    def from_attrs(cls, seed: int, attrs: dict) -> SeedResult:
+        return cls(seed, **attrs)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A seed still training: its val accuracy per epoch so far and its MLflow run (None before its first epoch)."""
+
+    history: list[float]
+    run_id: str | None
+
+
+Watch = Callable[[dict[int, SeedResult], dict[int, InFlight]], bool]
 
 
 def sized(train_args: list[str], seeds: list[int]) -> list[str]:
-    """With the joblib launcher, no more jobs at once than seeds: each seed of a smaller launch (the third of three
-    on two cores) then gets its share of all the cores (trainer.threads=auto divides them by n_jobs)."""
+    """With the joblib launcher, no more jobs at once than seeds."""
     if JOBLIB not in train_args:
         return train_args
     asked = [a for a in train_args if a.startswith(f"{N_JOBS}=")]
@@ -71,9 +105,25 @@ def read_result(job_dir: Path, seed: int) -> SeedResult | None:
     if not outputs.metrics.is_file():
         return None
     metrics = json.loads(outputs.metrics.read_text(encoding="utf-8"))
-    record = outputs.record
-    run_id = json.loads(record.read_text(encoding="utf-8"))["mlflow"]["run_id"] if record.is_file() else None
-    return SeedResult(seed, float(metrics["best_val_accuracy"]), bool(metrics.get(METRIC, 0)), run_id)
+    record = json.loads(outputs.record.read_text(encoding="utf-8")) if outputs.record.is_file() else {}
+    return SeedResult(
+        seed,
+        float(metrics["best_val_accuracy"]),
+        bool(metrics.get(METRIC, 0)),
+        record.get("mlflow", {}).get("run_id"),
+        int(metrics.get("epochs_run", 0)),
+        float(metrics.get("seconds", 0.0)),
+        record.get("machine", {}).get("id"),
+    )
+
+
+def in_flight(checkpoint_dir: Path) -> InFlight:
+    """A training seed's progress from its checkpoints' state file (none yet: no epoch done)."""
+    try:
+        state = json.loads((checkpoint_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet (the file is replaced atomically, never half-written)
+        return InFlight([], None)
+    return InFlight([float(v) for v in state.get("history", {}).get(MONITOR, [])], state.get("run_id"))
 
 
 def reason(log: Path) -> str:
@@ -83,18 +133,41 @@ def reason(log: Path) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
-def launch(train_args: list[str], seeds: list[int], trial_dir: Path) -> dict[int, SeedResult]:
-    """Train `seeds` with `train_args`; their results, or TrialFailed naming the cause and the log
+def launch(
+    train_args: list[str], checkpoints: dict[int, Path], trial_dir: Path, watch: Watch, poll_s: float = POLL_S
+) -> dict[int, SeedResult]:
+    """Train the seeds of `checkpoints` (seed → its checkpoint folder) with `train_args`, calling `watch` with the
+    finished seeds' results and the others' progress every `poll_s` seconds and once at the end; their results.
+    Stopped when `watch` says stop (the process group is gone by then); TrialFailed naming the cause and the log
     (`<trial_dir>/train.log`) when any seed did not finish."""
+    seeds = list(checkpoints)
     trial_dir.mkdir(parents=True, exist_ok=True)
     log = trial_dir / "train.log"
+
+    def look() -> tuple[dict[int, SeedResult], dict[int, InFlight]]:
+        done = {s: r for s in seeds if (r := read_result(trial_dir / f"seed-{s}", s)) is not None}
+        return done, {s: in_flight(checkpoints[s]) for s in seeds if s not in done}
+
     with open(log, "a", encoding="utf-8") as out:
-        done = subprocess.run(command(train_args, seeds, trial_dir), stdout=out, stderr=subprocess.STDOUT, check=False)
-    results = {s: r for s in seeds if (r := read_result(trial_dir / f"seed-{s}", s)) is not None}
-    missing = [s for s in seeds if s not in results]
-    if done.returncode != 0 or missing:
+        process = subprocess.Popen(
+            command(train_args, seeds, trial_dir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            while process.poll() is None:
+                time.sleep(poll_s)
+                if process.poll() is None and watch(*look()):
+                    stop_group(process.pid)
+                    process.wait()
+                    raise Stopped
+        finally:
+            if process.poll() is None:  # the search itself is stopping (an error, Ctrl-C): take the training along
+                stop_group(process.pid)
+                process.wait()
+    done, left = look()
+    if process.returncode != 0 or left:
         raise TrialFailed(
-            f"seeds {', '.join(map(str, missing)) or 'all done'}: src/train.py exited with {done.returncode} "
+            f"seeds {', '.join(map(str, left)) or 'all done'}: src/train.py exited with {process.returncode} "
             f"({reason(log)}); see {log}"
         )
-    return results
+    watch(done, {})
+    return done

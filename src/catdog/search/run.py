@@ -12,19 +12,20 @@ from omegaconf import DictConfig
 
 from catdog.data.require import require_data
 from catdog.search.apply import apply_best, best_trial
+from catdog.search.budget import OVERRIDES, Budget, recover
 from catdog.search.launch import TrialFailed
-from catdog.search.objective import Objective
+from catdog.search.objective import Objective, Surplus
 from catdog.search.settings import SearchError, check, check_params_keys, inherited, launcher, params_file
 from catdog.search.space import overrides
 from catdog.search.storage import (
-    OVERRIDES,
-    Budget,
-    exclusive,
-    is_local,
+    carry_over,
+    is_journal,
     make_storage,
+    one_process,
     open_study,
-    recover,
     same_as_before,
+    setting_up,
+    shared,
     shown,
     storage_url,
 )
@@ -33,6 +34,7 @@ from catdog.settings.checks import validate
 from catdog.settings.params import CONFIG_NAME, compose_config
 from catdog.settings.project import conf_dir
 from catdog.tracking.connect import connect, tracking_uri
+from catdog.train.threads import study_threads
 
 
 def compose_trial(train_args: list[str]) -> DictConfig:
@@ -49,11 +51,16 @@ def compose_trial(train_args: list[str]) -> DictConfig:
 
 def training_args(cfg: DictConfig, task: list[str], hydra: list[str]) -> list[str]:
     """What every trial's training command is given: the launcher, the variant, the search command's other
-    overrides, and the search's MLflow experiment (trials nest under its parent run there)."""
+    overrides, the search's MLflow experiment (trials nest under its parent run there) and, unless the command
+    sets one, the thread count `dvc repro` trains with here, so that every seed of every trial trains as the study's
+    runs do (a thread count changes the numbers: docs/reproducibility.md)."""
+    kept = inherited(task, cfg.search.space)
+    threads = [] if any(o.startswith("trainer.threads=") for o in kept) else [f"trainer.threads={study_threads()}"]
     return [
         *launcher(hydra),
         f"variant={cfg.search.variant}",
-        *inherited(task, cfg.search.space),
+        *kept,
+        *threads,
         f"tracking.experiment={cfg.tracking.experiment}",
     ]
 
@@ -69,13 +76,18 @@ def search(cfg: DictConfig, task: list[str], hydra: list[str], folder: Path) -> 
     require_data(cfg.data, ("train", "val"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the objective prints each trial's line
     url = storage_url(spec)
-    with exclusive(url, spec.name):
-        study, cut_short = resume(spec, url, inherited(task, spec.space))
-        experiment = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-        tags = {"search": spec.name, "search_variant": spec.variant, "optuna_storage": shown(url)}
-        tracker = Tracker.open(study, spec, experiment, tags | {"objective": objective_words(spec)})
-        tracker.cut_short(study, cut_short)
-        objective = Objective(spec, args, folder, lambda values: compose_trial([*args, *values]), tracker)
+    with one_process(url, spec.name):
+        with setting_up(url, spec.name):
+            study, cut_short = resume(spec, url, inherited(task, spec.space))
+            experiment = connect(
+                tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s
+            )
+            tags = {"search": spec.name, "search_variant": spec.variant, "optuna_storage": shown(url)}
+            tracker = Tracker.open(study, spec, experiment, tags | {"objective": objective_words(spec)})
+            tracker.cut_short(study, cut_short)
+        print(f"search {spec.name}: its record is {shown(url)} (Optuna storage)")
+        budget = Budget(spec.n_trials)
+        objective = Objective(spec, args, folder, lambda values: compose_trial([*args, *values]), tracker, budget)
         run_trials(study, objective, spec, tracker)
     return study
 
@@ -83,9 +95,13 @@ def search(cfg: DictConfig, task: list[str], hydra: list[str], folder: Path) -> 
 def resume(spec: DictConfig, url: str, inherited_overrides: list[str]) -> tuple[optuna.Study, list[int]]:
     """The search's study, new or resumed: what its objective means must be what it meant, and the trials a kill
     cut short are enqueued again (their numbers are returned with the study)."""
-    study = open_study(spec, make_storage(spec, url))
+    storage = make_storage(spec, url)
+    former = carry_over(spec, url, storage)
+    if former:
+        print(f"search {spec.name}: carried its trials over from {former} into {shown(url)}")
+    study = open_study(spec, storage, url)
     same_as_before(study, {"variant": spec.variant, "seeds": list(spec.seeds), "inherited": inherited_overrides})
-    interrupted = recover(study, url)
+    interrupted = recover(study, one_process=not shared(url))
     if interrupted:
         print(f"search {spec.name}: trial {', '.join(map(str, interrupted))} was cut short; its settings run again")
     return study, interrupted
@@ -94,16 +110,15 @@ def resume(spec: DictConfig, url: str, inherited_overrides: list[str]) -> tuple[
 def run_trials(study: optuna.Study, objective: Objective, spec: DictConfig, tracker: Tracker) -> None:
     """Trials until the budget (trials, minutes) is spent; the parent run records the search after each and ends
     FINISHED, or KILLED when the search was stopped."""
-    budget = Budget(spec.n_trials)
+    budget = objective.budget
     print(f"search {spec.name}: {budget.left(study)} of {spec.n_trials} trials to run")
     status = "KILLED"
     try:
         if budget.left(study):
             study.optimize(
                 objective,
-                n_trials=budget.left(study),
                 timeout=spec.timeout_min * 60 if spec.timeout_min else None,
-                catch=(TrialFailed,),
+                catch=(TrialFailed, Surplus),
                 callbacks=[budget, lambda s, _: tracker.summary(s)],
             )
         status = "FINISHED"
@@ -122,7 +137,7 @@ def apply(cfg: DictConfig) -> dict:
     spec = cfg.search
     url = storage_url(spec)
     missing = f"no search {spec.name!r} in {shown(url)}; run it first (`python src/search.py hparams_search=...`)"
-    if is_local(url) and not Path(url.removeprefix("sqlite:///")).is_file():
+    if is_journal(url) and not Path(url).is_file():
         raise SearchError(missing)
     try:
         study = optuna.load_study(study_name=spec.name, storage=make_storage(spec, url))

@@ -42,6 +42,8 @@ def check(search: DictConfig) -> None:
     for key in ("n_trials", "seeds_at_once"):
         if not (_is_int(search[key]) and search[key] >= 1):
             problems.append(f"search.{key}: got {search[key]!r}; expected an integer >= 1")
+    if not (isinstance(search.poll_s, numbers.Real) and search.poll_s > 0):
+        problems.append(f"search.poll_s: got {search.poll_s!r}; expected seconds > 0")
     timeout = search.timeout_min
     if timeout is not None and not (isinstance(timeout, numbers.Real) and timeout > 0):
         problems.append(f"search.timeout_min: got {timeout!r}; expected minutes > 0, or null")

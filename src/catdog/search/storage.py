@@ -1,53 +1,64 @@
-"""The Optuna study a search lives in: SQLite beside the repository by default (`optuna.db`), a team's PostgreSQL
-when $OPTUNA_STORAGE names one; its budget, and how a killed search resumes.
+"""Where a search's Optuna study lives: by default Optuna's journal file `searches/<name>/journal.log` in the
+repository (a plain text file, committed as the search goes, so that a search stopped on one machine continues on
+another after `git pull`); a team's database (PostgreSQL) when $OPTUNA_STORAGE names one, shared by several search
+workers. A study of the same name in the former default, `optuna.db`, is carried over into a new journal.
 
-Every trial the search finishes (complete, pruned, did not learn, failed) carries an `outcome` and counts against
-the budget. A trial cut short by a kill has none: it is failed (at once with the local store, which one search
-process holds at a time; after its heartbeat's grace period with a shared one) and enqueued again with the same
-settings, whose seeds' runs then resume from their checkpoints. Finished trials are never run again.
+One search process runs a journal at a time (a lock file beside it, held for the whole search), so a trial still
+running in it when a search starts was cut short; workers sharing a database set up one at a time (an advisory
+lock), and a trial whose worker stopped is found by its silent heartbeat.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy.engine import make_url
 
 from catdog.search.settings import SearchError
 from catdog.settings.project import project_root
 
-SQLITE_FILE = "optuna.db"
-OUTCOME = "outcome"  # set on every trial the search finished
-OVERRIDES = "overrides"  # the config values the trial trained with
-RETRY_OF = "retry_of"  # set on a trial that reruns an interrupted one's settings
-SQLITE_TIMEOUT_S = 60
+JOURNAL = "journal.log"
+LOCK = ".search.lock"  # beside the journal; Optuna's own lock is journal.log.lock
+FORMER_DEFAULT = "optuna.db"  # the SQLite file searches used before the journal
+SEARCHES_DIR = "searches"
 
 
 def storage_url(search: DictConfig) -> str:
-    """search.storage ($OPTUNA_STORAGE), else an SQLite file at the repository root (absolute)."""
-    return search.storage or f"sqlite:///{project_root() / SQLITE_FILE}"
+    """search.storage ($OPTUNA_STORAGE), else the search's journal file in the repository (absolute)."""
+    return search.storage or str(project_root() / SEARCHES_DIR / search.name / JOURNAL)
+
+
+def is_journal(url: str) -> bool:
+    return "://" not in url
 
 
 def shown(url: str) -> str:
-    """The URL without its password, to print and to tag."""
+    """The storage without its password, to print and to tag (a journal as its path in the repository)."""
+    if is_journal(url):
+        path = Path(url)
+        return str(path.relative_to(project_root())) if path.is_relative_to(project_root()) else url
     return make_url(url).render_as_string(hide_password=True)
 
 
-def is_local(url: str) -> bool:
-    return url.startswith("sqlite:")
+def make_storage(search: DictConfig, url: str) -> optuna.storages.BaseStorage:
+    """The study's storage: the journal file, or a database with a heartbeat, so that a worker's killed trial is
+    failed and rerun by another worker (catdog.search.budget.retry)."""
+    from catdog.search.budget import retry
 
-
-def make_storage(search: DictConfig, url: str) -> optuna.storages.RDBStorage:
-    """The study's storage; a shared one with a heartbeat, so that a worker's killed trial is failed and retried."""
-    if is_local(url):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    if is_journal(url):
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(
         url,
         heartbeat_interval=search.heartbeat_s,
@@ -56,21 +67,28 @@ def make_storage(search: DictConfig, url: str) -> optuna.storages.RDBStorage:
     )
 
 
+def shared(url: str) -> bool:
+    """Whether several processes may run trials of one study at once (a server's database)."""
+    return not (is_journal(url) or url.startswith("sqlite:"))
+
+
 @contextlib.contextmanager
-def exclusive(url: str, name: str) -> Iterator[None]:
-    """With the local store, hold `<db>.<name>.lock` while the search runs: one process per search on a machine,
-    so that a trial still running when the search starts was cut short by a kill."""
-    if not is_local(url):
+def one_process(url: str, name: str) -> Iterator[None]:
+    """Hold a journal's or SQLite file's lock (`.search.lock` beside a journal) for the whole search: a second
+    search process on it is refused. A shared database takes several workers: nothing to hold."""
+    if shared(url):
         yield
         return
-    database = Path(make_url(url).database or SQLITE_FILE)
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(f"{database.name}.{name}.lock"), "w") as lock:
+    path = Path(url) if is_journal(url) else Path(make_url(url).database or FORMER_DEFAULT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(LOCK) if is_journal(url) else path.with_name(f"{path.name}.{name}.lock")
+    with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SearchError(
-                f"search {name!r} is already running on this machine ({lock.name} is held); wait for it, or stop it"
+                f"search {name!r} is already running on this machine ({lock.name} is held); wait for it, or stop "
+                "it; for several workers on one search, share a database ($OPTUNA_STORAGE, docs/guide.md)"
             ) from None
         try:
             yield
@@ -78,15 +96,64 @@ def exclusive(url: str, name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def open_study(search: DictConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """The search's study, created or resumed, with its sampler and pruner. A seeded sampler is reseeded by the
-    trials already there, so a resumed search does not draw its first settings again."""
+@contextlib.contextmanager
+def setting_up(url: str, name: str) -> Iterator[None]:
+    """With a shared database, one worker at a time opens the search (its parent run, the reruns of what a kill
+    cut short): PostgreSQL's advisory lock on the search's name. Elsewhere `one_process` already holds it."""
+    if not shared(url):
+        yield
+        return
+    with _advisory_lock(url, name):
+        yield
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str, name: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock on a number derived from the search's name."""
+    key = int.from_bytes(hashlib.sha256(f"catdog-search:{name}".encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+def carry_over(search: DictConfig, url: str, storage: optuna.storages.BaseStorage) -> str | None:
+    """Copy the search's study from the former default `optuna.db` into a journal that has none yet; the file it
+    came from, or None."""
+    former = project_root() / FORMER_DEFAULT
+    if not is_journal(url) or not former.is_file():
+        return None
+    if search.name in {s.study_name for s in storage.get_all_studies()}:
+        return None
+    source = f"sqlite:///{former}"
+    if search.name not in optuna.get_all_study_names(source):
+        return None
+    optuna.copy_study(from_study_name=search.name, from_storage=source, to_storage=storage)
+    return str(former)
+
+
+def open_study(search: DictConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
+    """The search's study, created or resumed, with its sampler and pruner (neither is stored: both are given
+    again). One worker's seeded sampler is reseeded by the trials already there, so a resumed search does not draw
+    its first settings again; workers sharing a database draw unseeded, each its own settings (TPE's constant
+    liar counts the others' running trials as bad ones)."""
     study = optuna.create_study(storage=storage, study_name=search.name, direction="maximize", load_if_exists=True)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise SearchError(f"study {search.name!r} in the storage minimises; choose another search.name")
     sampler = search.sampler
-    offset = {"seed": sampler.seed + len(study.trials)} if sampler.get("seed") is not None else {}
-    study.sampler = instantiate(sampler, **offset)
+    if shared(url):
+        seed = {"seed": None}
+    elif sampler.get("seed") is not None:
+        seed = {"seed": sampler.seed + len(study.trials)}
+    else:
+        seed = {}
+    study.sampler = instantiate(sampler, **seed)
     study.pruner = instantiate(search.pruner)
     return study
 
@@ -101,44 +168,3 @@ def same_as_before(study: optuna.Study, attrs: dict) -> None:
                 "comparable; keep them, or start another search (search.name=...)"
             )
         study.set_user_attr(key, value)
-
-
-def counted(study: optuna.Study) -> list[FrozenTrial]:
-    """The trials the search finished, each counting against its budget."""
-    return [t for t in study.get_trials(deepcopy=False) if OUTCOME in t.user_attrs]
-
-
-def retry(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Enqueue an interrupted trial's settings again, unless a trial already reruns them; whether it did."""
-    if any(t.user_attrs.get(RETRY_OF) == trial.number for t in study.get_trials(deepcopy=False)):
-        return False
-    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-    return True
-
-
-def recover(study: optuna.Study, url: str) -> list[int]:
-    """After a kill: fail the trials left running (local store only; a shared one's heartbeat does it) and enqueue
-    each interrupted trial's settings again; return the numbers of the trials enqueued again now."""
-    again = []
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.RUNNING and is_local(url):
-            study.tell(trial.number, state=TrialState.FAIL)
-        elif trial.state != TrialState.FAIL or OUTCOME in trial.user_attrs:
-            continue
-        if retry(study, trial):
-            again.append(trial.number)
-    return again
-
-
-class Budget:
-    """Stops the search once it finished `n_trials` trials, counting those of earlier runs and other workers."""
-
-    def __init__(self, n_trials: int) -> None:
-        self.n_trials = n_trials
-
-    def left(self, study: optuna.Study) -> int:
-        return max(0, self.n_trials - len(counted(study)))
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.left(study) == 0:
-            study.stop()

@@ -14,9 +14,10 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.common.machine import words
+from catdog.search.budget import OUTCOME, OVERRIDES, counted
 from catdog.search.figures import figures
 from catdog.search.launch import SeedResult
-from catdog.search.storage import OUTCOME, OVERRIDES, counted
 from catdog.train.dead_runs import TAG as DEAD_TAG
 
 RUN_ATTR = "mlflow_run_id"  # the study's parent run, and each trial's own run
@@ -51,23 +52,33 @@ class Tracker:
         client.log_dict(parent, settings(search), "search.yaml")
         return cls(experiment_id, parent, search.name)
 
-    def start_trial(self, number: int, values: dict) -> str:
-        """A child run for trial `number`, with its settings as params."""
+    def start_trial(self, number: int, values: dict, machine: dict) -> str:
+        """A child run for trial `number`, with its settings as params and the machine it runs on as tags."""
         tags = {PARENT_TAG: self.parent_id, "search": self.name, "search_trial": str(number)}
+        tags |= {"machine": words(machine), "machine_id": machine["id"]}
         run = self.client.create_run(self.experiment_id, run_name=f"{self.name} trial {number}", tags=tags)
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in values.items()])
         return run_id
 
-    def end_trial(self, run_id: str, trial: optuna.Trial, results: dict[int, SeedResult]) -> None:
+    def end_trial(
+        self, run_id: str, trial: optuna.Trial, results: dict[int, SeedResult], killed: dict[int, str]
+    ) -> None:
         """Each seed's value, the objective (a complete trial's), the outcome (none: interrupted), the training
-        runs nested under the trial's run; then the run's end status."""
+        runs nested under the trial's run (those a pruned trial stopped ended KILLED); then the run's end status."""
         outcome = trial.user_attrs.get(OUTCOME)
+        nested = {PARENT_TAG: run_id, "search": self.name, "search_trial": str(trial.number)}
         for seed, result in results.items():
             self.client.log_metric(run_id, f"best_val_accuracy_seed_{seed}", result.best_val_accuracy)
             if result.run_id:
-                for key, value in {PARENT_TAG: run_id, "search": self.name, "search_trial": str(trial.number)}.items():
-                    self.client.set_tag(result.run_id, key, value)
+                self._nest(result.run_id, nested)
+        for seed_run in killed.values():
+            self._nest(seed_run, nested)
+            self.client.set_terminated(seed_run, "KILLED")
+        if "pruned_at" in trial.user_attrs:
+            self.client.log_metric(run_id, "pruned_at_epoch", trial.user_attrs["pruned_at"]["epoch"])
+        if "seconds" in trial.user_attrs:
+            self.client.log_metric(run_id, "seconds", trial.user_attrs["seconds"])
         if results:
             self.client.log_metric(run_id, "mean_best_val_accuracy", statistics.fmean(self._values(results)))
         if outcome == "complete":
@@ -78,6 +89,15 @@ class Tracker:
         if "failure" in trial.user_attrs:
             self.client.set_tag(run_id, "failure_reason", trial.user_attrs["failure"][:5000])
         self.client.set_terminated(run_id, STATUS.get(outcome, "FINISHED"))
+
+    def _nest(self, seed_run: str, tags: dict[str, str]) -> None:
+        """Put a seed's training run under the trial's run (it may live in another store: a trial rerun on
+        another machine carries the seeds its first run finished)."""
+        try:
+            for key, value in tags.items():
+                self.client.set_tag(seed_run, key, value)
+        except MlflowException:
+            pass
 
     @staticmethod
     def _values(results: dict[int, SeedResult]) -> list[float]:
@@ -122,5 +142,5 @@ def _text(value: object) -> str:
 
 
 def _per_seed(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    prefix = "val_accuracy_seed_"
-    return {k[len(prefix) :]: v for k, v in trial.user_attrs.items() if k.startswith(prefix)}
+    prefix = "seed_"
+    return {k[len(prefix) :]: v["best_val_accuracy"] for k, v in trial.user_attrs.items() if k.startswith(prefix)}

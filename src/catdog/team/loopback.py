@@ -4,11 +4,9 @@ only while its pid is still that server."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from catdog.common.errors import UserError
+from catdog.common.processes import stop_group
 
 
 class SecretFileError(UserError):
@@ -157,16 +156,3 @@ def stop_recorded(recorded: dict, what: str, grace_s: float = 20) -> bool:
         return False
     stop_group(recorded["pid"], grace_s)
     return True
-
-
-def stop_group(pid: int, grace_s: float = 20) -> None:
-    """SIGTERM the process group `pid` leads, SIGKILL it after `grace_s`; a no-op where it is gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):  # reap it where this process started it
-                os.waitpid(pid, os.WNOHANG)
-            os.killpg(pid, 0)
-            time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)

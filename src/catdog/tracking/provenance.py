@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import warnings
@@ -15,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.common.files import sha256_file
-from catdog.common.machine import describe
+from catdog.common.machine import fingerprint, words
 
 PARAM_VALUE_LIMIT = 6000
 # `dvc exp run` names its experiment in this variable.
@@ -25,6 +26,15 @@ DVC_EXPERIMENT_TAG = "dvc_experiment"
 # What decides the study's results: a change to any of these since the commit makes the work tree dirty (the
 # pipeline's own outputs, which `dvc repro` rewrites as it goes, do not count).
 STUDY_INPUTS = ("src", "conf", "params.yaml", "dvc.yaml")
+# The machine fingerprint in full (catdog.common.machine), as JSON; a run's record lifts it out (records.write_record).
+FINGERPRINT_TAG = "machine_fingerprint"
+
+
+def machine_tags(threads: int | None = None, precision: str | None = None) -> dict[str, str]:
+    """The machine a run ran on: in words (`machine`), its fingerprint's id (`machine_id`) and in full; `threads`
+    and `precision` are a training run's."""
+    machine = fingerprint(threads, precision)
+    return {"machine": words(machine), "machine_id": machine["id"], FINGERPRINT_TAG: json.dumps(machine)}
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -52,9 +62,9 @@ def _git(*args: str) -> str | None:
 
 def source_tags() -> dict[str, str]:
     """The commit the code came from, whether the study's inputs (code, config, params, pipeline) differed from
-    it, the DVC experiment it ran in, and the machine."""
+    it, the DVC experiment it ran in, and the machine (a training run adds its threads and precision)."""
     experiment = os.environ.get(DVC_EXPERIMENT_ENV)
-    tags = {"machine": describe(), **({DVC_EXPERIMENT_TAG: experiment} if experiment else {})}
+    tags = {**machine_tags(), **({DVC_EXPERIMENT_TAG: experiment} if experiment else {})}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "unknown", "git_dirty": "unknown", **tags}

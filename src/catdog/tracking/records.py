@@ -1,5 +1,5 @@
 """A run's record: the file copy of what its MLflow run says about it (the flat params it ran with, its source tags,
-its start and end time) and the MLflow ids as pointers. The train stage writes one per run beside its metrics
+the machine fingerprint it ran on, its start and end time) and the MLflow ids as pointers. The train stage writes one per run beside its metrics
 (records/train/<variant>-<seed>.json, in git); compare, report and publish read these files, never the store, so a
 study pulled into another clone works against whatever store that clone uses."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 
 from catdog.common.files import StudyFileMissing, required, write_json
+from catdog.tracking.provenance import FINGERPRINT_TAG
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
@@ -31,13 +32,16 @@ def write_record(path: Path, run_id: str, pointers: dict[str, str]) -> dict:
     run) to now."""
     run = mlflow.get_run(run_id)
     ended = time.time() * 1000
+    tags = {k: v for k, v in sorted(run.data.tags.items()) if not k.startswith("mlflow.")}
+    machine = json.loads(tags.pop(FINGERPRINT_TAG)) if FINGERPRINT_TAG in tags else None
     record = {
         "run": run.info.run_name,
         "started": utc(run.info.start_time),
         "ended": utc(ended),
         "seconds": round((ended - run.info.start_time) / 1000, 1),
         "params": dict(sorted(run.data.params.items())),
-        "tags": {k: v for k, v in sorted(run.data.tags.items()) if not k.startswith("mlflow.")},
+        "tags": tags,
+        "machine": machine,
         "mlflow": {"experiment_id": run.info.experiment_id, "run_id": run.info.run_id, **pointers},
     }
     write_json(path, record)

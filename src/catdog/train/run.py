@@ -15,6 +15,7 @@ from catdog.data.dataset import Split, configured_split
 from catdog.data.manifests import check_split_settings
 from catdog.settings.checks import validate
 from catdog.tracking.connect import TrackingUnavailable, connect, lost, tracking_uri
+from catdog.tracking.provenance import machine_tags
 from catdog.train.autoprecision import choose
 from catdog.train.checkpoints import Checkpoints, State
 from catdog.train.fit import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
@@ -68,9 +69,10 @@ def train(cfg: DictConfig) -> dict:
         tags.update(decision.tags())
     else:
         precision = resolve(cfg.trainer.precision)
+    tags |= {"precision": precision, **machine_tags(threads, precision)}
     try:
         with policy(precision):
-            return _train(cfg, version, (uri, experiment_id), {**tags, "precision": precision}, metrics)
+            return _train(cfg, version, (uri, experiment_id), tags, metrics)
     except Exception as exc:
         gone = server_lost(exc)
         if gone is None:

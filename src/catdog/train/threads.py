@@ -56,3 +56,10 @@ def size_thread_pools(setting: int | str) -> int:
             )
         return started
     return threads
+
+
+def study_threads() -> int:
+    """The thread count a `dvc repro` stage trains with on this machine (`auto` outside a sweep): $CATDOG_THREADS
+    where it pins one, else every core this process may use."""
+    setting = os.environ.get(THREADS_ENV, AUTO).strip() or AUTO
+    return available_cores() if setting == AUTO else int(setting)

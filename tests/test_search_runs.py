@@ -1,0 +1,140 @@
+"""Real searches on the tiny data (Optuna, MLflow, `src/train.py --multirun` through the launchers): a trial pruned
+between two epochs, a search whose journal continues in another clone, and every seed of a trial trained on the
+study's thread count."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import REPO, TINY_SIZE
+from mlflow import MlflowClient
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+from test_search import search_config
+
+from catdog.search.budget import counted
+from catdog.search.run import training_args
+
+SEARCH = [sys.executable, str(REPO / "src" / "search.py"), "hparams_search=baseline", "search.poll_s=0.3"]
+TINY = [f"trainer.image_size={TINY_SIZE}", "search.seeds=[42,1]", "search.min_seeds=2"]
+
+
+def journal(root: Path) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(root / "searches" / "baseline" / "journal.log")))
+    return optuna.load_study(study_name="baseline", storage=storage)
+
+
+def processes_running(text: str) -> list[str]:
+    """Command lines of this machine's processes that contain `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and str(os.getpid()) != proc.name:
+            found.append(cmdline)
+    return found
+
+
+def test_every_seed_trains_on_the_thread_count_dvc_repro_uses_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = search_config()
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    monkeypatch.delenv("CATDOG_THREADS", raising=False)
+    assert "trainer.threads=6" in training_args(cfg, [], joblib)  # not 6 // 2: every seed as the study trains
+    monkeypatch.setenv("CATDOG_THREADS", "3")
+    assert "trainer.threads=3" in training_args(cfg, [], joblib)
+    pinned = training_args(cfg, ["trainer.threads=1"], joblib)
+    assert [a for a in pinned if a.startswith("trainer.threads=")] == ["trainer.threads=1"]
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_its_training_between_two_epochs(split_data: Path) -> None:
+    """The pruner says stop at epoch 2 of 40: the launch's process group is gone, the seeds' runs are KILLED, their
+    checkpoints removed, and the trial records the epoch; both seeds trained (in parallel) on the same threads."""
+    always = [
+        "search.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~search.pruner.n_startup_trials",
+        "~search.pruner.n_min_trials",
+        "+search.pruner.lower=1.01",
+        "search.pruner.n_warmup_steps=2",
+    ]
+    epochs = ["trainer.epochs=40", "trainer.early_stopping.enabled=false"]
+    argv = [*SEARCH, *TINY, "search.n_trials=1", *always, *epochs, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    done = subprocess.run(argv, cwd=split_data, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (trial,) = journal(split_data).trials
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "pruned"
+    assert trial.user_attrs["pruned_at"] == {"step": 2, "epoch": 2} and max(trial.intermediate_values) == 2
+    assert "trial 0 pruned at epoch 2: " in done.stdout
+    assert not processes_running(str(split_data / "searches"))  # the training processes are gone
+    assert not list((split_data / "checkpoints").rglob("state.json"))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("catdog-search").experiment_id
+    trial_run = trial.user_attrs["mlflow_run_id"]
+    seeds = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{trial_run}'")
+    assert sorted(int(r.data.tags["seed"]) for r in seeds) == [1, 42]
+    assert {r.info.status for r in seeds} == {"KILLED"}
+    assert {r.data.tags["tf_threads"] for r in seeds} == {str(trial.user_attrs["machine"]["threads"])}
+    assert client.get_run(trial_run).data.metrics["pruned_at_epoch"] == 2
+    machine = trial.user_attrs["machine"]
+    assert client.get_run(trial_run).data.tags["machine_id"] == machine["id"] and machine["cores"] >= 1
+
+
+def wait_for(condition, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with_trials = condition()
+        if with_trials:
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def trial_with_one_seed_done(root: Path) -> bool:
+    """Trial 1 running with seed 42 finished (its result in the journal) and seed 1 training."""
+    try:
+        trials = journal(root).trials
+    except (KeyError, FileNotFoundError, ValueError):
+        return False
+    return len(trials) > 1 and trials[1].state == TrialState.RUNNING and "seed_42" in trials[1].user_attrs
+
+
+@pytest.mark.slow
+def test_a_killed_search_continues_from_its_journal_in_another_clone(split_data: Path, tmp_path: Path) -> None:
+    """Killed while trial 1 trains its second seed, the search continues in a copy of the project that holds only
+    the committed files (its journal among them): trial 0 is not run again, and trial 1's rerun trains only seed 1."""
+    argv = [*SEARCH, *TINY, "search.n_trials=2", "search.seeds_at_once=1", "trainer.epochs=2"]
+    first = subprocess.Popen(argv, cwd=split_data, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: trial_with_one_seed_done(split_data))
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    clone = tmp_path / "clone"
+    for folder in ("data", "searches/baseline"):
+        shutil.copytree(split_data / folder, clone / folder, ignore=shutil.ignore_patterns("trial-*", ".*lock*"))
+    before = journal(clone).trials
+    resumed = subprocess.run(argv, cwd=clone, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = journal(clone)
+    assert study.trials[0].datetime_complete == before[0].datetime_complete  # never run again
+    (rerun,) = (t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+    assert study.trials[1].state == TrialState.FAIL and rerun.state == TrialState.COMPLETE
+    assert rerun.params == before[1].params and [t.number for t in counted(study)] == [0, rerun.number]
+    assert rerun.user_attrs["seed_42"] == before[1].user_attrs["seed_42"]  # carried, not trained again
+    trained = sorted(p.name for p in (clone / "searches" / "baseline" / f"trial-{rerun.number}").glob("seed-*"))
+    assert trained == ["seed-1"]
+    assert rerun.value == pytest.approx(
+        (rerun.user_attrs["seed_42"]["best_val_accuracy"] + rerun.user_attrs["seed_1"]["best_val_accuracy"]) / 2
+    )
+    assert "trial 1 was cut short; its settings run again" in resumed.stdout
