@@ -1,9 +1,10 @@
-"""What `trainer.precision=auto` decides on this machine, per variant: the precision, whether it was measured or read
-from the cache, each precision's seconds per step (the probe: a few steps of the variant's own model, interleaved)
-and how long the decision took. The CPU as the profile names it and TensorFlow's oneDNN state head the table.
+"""What `trainer.precision=auto` decides on this machine, per variant (`catdog.train.autoprecision.choose`): the
+precision, whether it was measured or read from the cache, each precision's seconds per step (the probe: a few steps
+of the variant's own model, interleaved), their ratio and how long the decision took. Writes
+results/auto_precision.json and .md.
 
-    uv run python bench/auto_precision.py                          # the four variants, cache as it is
-    uv run python bench/auto_precision.py --fresh --variants augmented   # measure again (a throwaway cache)
+    uv run --locked python bench/auto_precision.py --fresh              # the four variants, measured now
+    uv run --locked python bench/auto_precision.py --variants augmented # one variant, cached if decided before
 """
 
 from __future__ import annotations
@@ -13,29 +14,21 @@ import contextlib
 import os
 import tempfile
 import time
+from pathlib import Path
 
-from plan import ROOT, VARIANTS, machine
+from outputs import RESULTS, run_record, save
+from throughput import VARIANTS, variant_config
 
 from catdog.common.console import quiet_console
-from catdog.settings.params import compose_config
 from catdog.train.autoprecision import CACHE_ENV, choose
+from catdog.train.threads import size_thread_pools
 
-
-def machine_line() -> str:
-    """The CPU as the profile names it (`plan.machine`), and whether TensorFlow runs its oneDNN optimisations."""
-    from tensorflow.python.util import _pywrap_util_port
-
-    here = machine()
-    return (
-        f"{here['cpu']} (family/model/stepping {here['family_model_stepping']}; bfloat16 flags: "
-        f"{', '.join(here['bf16_flags']) or 'none'}); TensorFlow {here['tensorflow']}, oneDNN optimisations: "
-        f"{'on' if _pywrap_util_port.IsMklEnabled() else 'off'}"
-    )
+HEADER = "| variant | chose | how | float32 s/step | bfloat16 s/step | bf16/f32 | decision s |\n| --- | --- | --- | --: | --: | --: | --: |\n"  # noqa: E501
 
 
 def decide(variant: str) -> str:
     """One Markdown row: `auto`'s decision for `variant` and its timings."""
-    cfg = compose_config(ROOT / "conf", [f"variant={variant}", "trainer.precision=auto"])
+    cfg = variant_config(variant, ["trainer.precision=auto"])
     started = time.perf_counter()
     decision = choose(cfg)
     took = time.perf_counter() - started
@@ -46,21 +39,24 @@ def decide(variant: str) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--fresh", action="store_true", help="measure in a throwaway cache, not the user's")
-    args = parser.parse_args()
-    quiet_console()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    threads = size_thread_pools(variant_config(args.variants[0], []).trainer.threads)  # as a training run sizes them
     with tempfile.TemporaryDirectory() if args.fresh else contextlib.nullcontext() as fresh:
         if fresh:
             os.environ[CACHE_ENV] = fresh
-        print(machine_line())
-        print("\n| variant | chose | how | float32 s/step | bfloat16 s/step | bf16/f32 | decision s |")
-        print("| --- | --- | --- | --: | --: | --: | --: |")
-        for variant in args.variants:
-            print(decide(variant), flush=True)
+        rows = [decide(variant) for variant in args.variants]
+    settings = {"precision": "auto", "batch size": "each variant's", "threads": threads,
+                "cache": "a throwaway one (--fresh)" if args.fresh else "the user's"}  # fmt: skip
+    results = {"run": run_record(__file__, argv, settings, threads, "auto"), "rows": rows}
+    save(args.out, "auto_precision", "What trainer.precision=auto chooses", results, HEADER + "\n".join(rows) + "\n")
+    return results
 
 
 if __name__ == "__main__":
+    quiet_console()
     main()

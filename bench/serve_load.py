@@ -3,10 +3,11 @@
 status other than 200, or a row with an error), latency p50/p95/p99, images/s and the server's peak memory. Then the
 server's memory for one 400-megapixel PNG (20,000 x 20,000, a 1.2 MB file), refused by the pixel limit, and on a
 second server whose limit is raised above it (MLFLOW_PYFUNC_INFERENCE_CONFIG), which decodes it as every server did
-before the limit. Writes `results/serve_load.json` and `results/serve_load.md` (atomically) and prints the tables.
+before the limit. The server is `served.py`'s; the clients run on its machine and take some of its CPU. Writes
+results/serve_load.json and .md.
 
-    uv run python bench/serve_load.py --model models/transfer-42/model.keras   # a .keras file, logged first
-    uv run python bench/serve_load.py --model models:/catdog@champion          # a classifier in the tracking store
+    uv run --locked python bench/serve_load.py --model models/transfer-42/model.keras   # a .keras file, logged first
+    uv run --locked python bench/serve_load.py --model models:/catdog@champion   # a classifier in the tracking store
 """
 
 from __future__ import annotations
@@ -15,26 +16,40 @@ import argparse
 import http.client
 import itertools
 import json
-import os
+import struct
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+import zlib
 from pathlib import Path
 
 import numpy as np
-from outputs import save
-from served import MIB, REQUEST_TIMEOUT_S, ServedModel, bomb_png, request_body
+from outputs import RESULTS, run_record, save
+from served import MIB, REQUEST_TIMEOUT_S, ServedModel, request_body
 
+from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors
+from catdog.common.machine import available_cores
 from catdog.data.manifests import read_manifest
 from catdog.data.require import require_data
 from catdog.predict.label_files import project_config
 from catdog.predict.loading import store_uri
 
-ROOT = Path(__file__).resolve().parents[1]
 BOMB_SIDE = 20_000
 RAISED_LIMIT = 500_000_000  # above the bomb's 400 megapixels: the server before the limit
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A black RGB PNG of width x height, compressed as it is written (never held uncompressed): 20,000 x 20,000,
+    400 megapixels, is a 1.2 MB file that a decoder trusting its header turns into 1.2 GB."""
+    compressor, row = zlib.compressobj(9), bytes(1 + 3 * width)
+    idat = b"".join([*(compressor.compress(row) for _ in range(height)), compressor.flush()])
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def client_loop(served: ServedModel, bodies: list[bytes], counter: itertools.count, out: list) -> None:
@@ -139,23 +154,15 @@ def load_phase(served: ServedModel, files: list[bytes], args: argparse.Namespace
             "server_idle_mib": round(idle / MIB), "server_peak_mib": round(served.memory("VmHWM") / MIB)}  # fmt: skip
 
 
-def cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-
-
 def markdown(result: dict) -> str:
-    load = result["load"]
+    load, bombs = result["load"], result["bomb"]
     lines = [
-        f"Load on `mlflow models serve` (`{result['model']}`, {result['server_workers']} uvicorn worker) over "
-        f"loopback: {load['requests']} requests of {load['images_per_request']} test-split JPEG each from "
-        f"{load['clients']} concurrent clients ({result['cpus']} CPUs, {result['cpu']}, {result['when']}).",
-        "",
-        "| clients | requests | errors | p50 ms | p95 ms | p99 ms | max ms | images/s | server RSS idle → peak MiB |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-        f"| {load['clients']} | {load['requests']} | {load['errors']} | {load['p50_ms']} | {load['p95_ms']} | "
-        f"{load['p99_ms']} | {load['max_ms']} | {load['images_per_s']} | {load['server_idle_mib']} → "
-        f"{load['server_peak_mib']} |",
+        "| clients | requests | images/request | errors | p50 ms | p95 ms | p99 ms | max ms | images/s "
+        "| server RSS idle → peak MiB |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| {load['clients']} | {load['requests']} | {load['images_per_request']} | {load['errors']} | "
+        f"{load['p50_ms']} | {load['p95_ms']} | {load['p99_ms']} | {load['max_ms']} | {load['images_per_s']} | "
+        f"{load['server_idle_mib']} → {load['server_peak_mib']} |",
         "",
         f"One request with a black {BOMB_SIDE:,} x {BOMB_SIDE:,} RGB PNG ({BOMB_SIDE**2 / 1e6:.0f} megapixels, a "
         f"{result['bomb_file_bytes'] / 1e6:.1f} MB file in a {result['bomb_request_bytes'] / 1e6:.1f} MB request), "
@@ -164,10 +171,10 @@ def markdown(result: dict) -> str:
         "| server | answer | seconds | RSS before MiB | peak MiB | RSS after MiB | next request labelled |",
         "|---|---|--:|--:|--:|--:|---|",
     ]
-    for name, bomb in result["bomb"].items():
-        answer = f"label {bomb['label']}" if bomb["label"] else f"error: {bomb['error']}"
-        lines.append(f"| {name} | {answer} | {bomb['seconds']} | {bomb['rss_before_mib']} | {bomb['peak_mib']} | "
-                     f"{bomb['rss_after_mib']} | {'yes' if bomb['next_request_labelled'] else 'NO'} |")  # fmt: skip
+    for name, b in bombs.items():
+        answer = f"label {b['label']}" if b["label"] else f"error: {b['error']}"
+        lines.append(f"| {name} | {answer} | {b['seconds']} | {b['rss_before_mib']} | {b['peak_mib']} | "
+                     f"{b['rss_after_mib']} | {'yes' if b['next_request_labelled'] else 'NO'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -185,14 +192,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument("--distinct-images", type=int, default=200, help="test-split images, cycled (default 200)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cfg = project_config()
     files = test_jpegs(cfg, args.distinct_images)
     png = bomb_png(BOMB_SIDE, BOMB_SIDE)
     bomb = request_body([png])
-    result = {"model": args.model, "server_workers": 1, "cpus": os.cpu_count(), "cpu": cpu_model(),
-              "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "bomb_file_bytes": len(png),
+    settings = {"model": f"`{args.model}`", "server": "`mlflow models serve`, 1 uvicorn worker, loopback",
+                "clients": args.clients, "requests": args.requests, "images per request": args.images_per_request,
+                "pixel limit": f"{cfg.data.max_pixels:,}"}  # fmt: skip
+    # TensorFlow's threads in the server: its default, every core; the model's precision: as it was saved.
+    result = {"run": run_record(__file__, argv, settings, available_cores(), None), "bomb_file_bytes": len(png),
               "bomb_request_bytes": len(bomb), "bomb": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         uri, env = prepare_model(args.model, cfg, Path(tmp))
@@ -202,12 +212,12 @@ def main(argv: list[str] | None = None) -> dict:
         raised = {**env, "MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps({"max_pixels": RAISED_LIMIT})}
         with ServedModel(uri, Path(tmp) / "serve-raised.log", raised) as served:
             served.predict(files[:1])  # warm
-            result["bomb"][f"limit raised to {RAISED_LIMIT / 1e6:g} MP (as before)"] = bomb_memory(
-                served, bomb, files[0]
-            )
-    save(args.out, "serve_load", result, markdown(result), sort_keys=True)
+            name = f"limit raised to {RAISED_LIMIT / 1e6:g} MP (as before)"
+            result["bomb"][name] = bomb_memory(served, bomb, files[0])
+    save(args.out, "serve_load", "Load on the served classifier", result, markdown(result))
     return result
 
 
 if __name__ == "__main__":
+    quiet_console()
     reports_user_errors(main)()

@@ -1,19 +1,23 @@
-"""The throughput benchmark: image counts, override scoping, `time -v` parsing, the verdicts, and a variant process that dies."""
+"""The benchmarks' parts that compute or record, not their timings: what every results file says of its run (commit,
+command, settings, machine), and the throughput benchmark's image counts, override scoping, `time -v` parsing, its
+verdicts, and a variant process that fails."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import CONF, REPO
-from tqdm import tqdm
 
+from catdog.common.machine import words
 from catdog.settings.params import compose_config
 
 # On the path, so that the benchmark's spawned child processes import it by name as this process does.
 sys.path.insert(0, str(REPO / "bench"))
+import outputs  # noqa: E402
 import throughput as bench  # noqa: E402
 
 TIME_LOG = """\
@@ -21,6 +25,39 @@ TIME_LOG = """\
 \tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}
 \tMaximum resident set size (kbytes): {rss}
 """
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
+
+
+def test_a_results_file_names_its_commit_command_settings_and_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    git(checkout, "init", "-q")
+    (checkout / "a.txt").write_text("one\n")
+    git(checkout, "add", "a.txt")
+    git(checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    monkeypatch.setattr(outputs, "ROOT", checkout)
+    settings = {"precision": "float32", "batch size": 16, "threads": 2}
+    run = outputs.run_record("bench/x.py", ["--steps", "3"], settings, 2, "float32")
+    outputs.save(tmp_path / "out", "x", "A title", {"run": run, "rows": [1]}, "| a |\n|---|\n| 1 |\n")
+    text = (tmp_path / "out" / "x.md").read_text()
+    assert text.startswith("# A title\n\n") and text.endswith("| a |\n|---|\n| 1 |\n")
+    assert f"- commit: {head}\n" in text
+    assert "- command: `uv run --locked python bench/x.py --steps 3`" in text
+    assert "- settings: precision: float32; batch size: 16; threads: 2\n" in text
+    machine = json.loads((tmp_path / "out" / "x.json").read_text())["run"]["machine"]
+    assert (machine["threads"], machine["precision"]) == (2, "float32") and len(machine["id"]) == 10
+    assert f"- machine: {words(machine)}\n" in text and machine["id"] in text
+    (checkout / "a.txt").write_text("two\n")  # an uncommitted change is said
+    assert outputs.commit() == f"{head} with uncommitted changes"
+    monkeypatch.setattr(outputs, "ROOT", tmp_path / "nowhere")
+    assert outputs.commit() == "unknown (not a git checkout)"
 
 
 def test_images_seen_counts_the_short_last_batch_of_each_pass() -> None:
@@ -34,6 +71,7 @@ def test_scoped_overrides_apply_to_their_variant_only() -> None:
     given = ["trainer.epochs=1", "transfer:model.net.weights=null", "scaled:trainer.batch_size=8"]
     assert bench.overrides_for("transfer", given) == ["trainer.epochs=1", "model.net.weights=null"]
     assert bench.overrides_for("baseline", given) == ["trainer.epochs=1"]
+    assert bench.variant_config("scaled", given).trainer.batch_size == 8
 
 
 @pytest.mark.parametrize("wall,seconds", [("12:49.70", 769.7), ("1:02:03", 3723.0)])
@@ -52,103 +90,54 @@ def test_repro_stats_names_a_log_without_a_report(tmp_path: Path) -> None:
         bench.repro_stats(log)
 
 
-STUDY_FLOAT32 = {"setting": "float32", "source": "study", "resolved": "float32"}
+STUDY_FLOAT32 = {"setting": "float32", "resolved": "float32"}
 
 
-def cells(project: float, reference: float, bound: float, bound_bf16: float | None = None) -> dict[str, dict]:
-    rates = (project, reference, bound, bound if bound_bf16 is None else bound_bf16)
-    return {c: {"images": 100, "seconds": 1.0, "images_per_s": r} for c, r in zip(bench.CELLS, rates, strict=True)}
+def variant(name: str, rates: tuple[float, ...], precision: dict = STUDY_FLOAT32, rss: float = 1200.0) -> dict:
+    """A variant's summary from images/s of its cells (project, reference, bound f32, bound bf16)."""
+    cells = {c: {"images": 100, "seconds": 1.0, "images_per_s": r} for c, r in zip(bench.CELLS, rates, strict=True)}
+    summary = bench.summarize(compose_config(CONF, [f"variant={name}"]), 63, cells, precision)
+    return summary | {"threads": 2, "peak_rss_mib": rss}
+
+
+def rows_of(table: str) -> dict[str, str]:
+    return {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
 
 
 def test_the_table_fails_a_slow_cnn_and_exempts_transfer_from_the_speed_up() -> None:
     variants = {
-        "baseline": bench.summarize(
-            compose_config(CONF, ["variant=baseline"]), 63, 10, cells(700, 250, 710), STUDY_FLOAT32
-        ),
-        "augmented": bench.summarize(
-            compose_config(CONF, ["variant=augmented"]), 63, 10, cells(600, 250, 700), STUDY_FLOAT32
-        ),
-        "transfer": bench.summarize(
-            compose_config(CONF, ["variant=transfer"]), 63, 10, cells(90, 88, 91), STUDY_FLOAT32
-        ),
+        "baseline": variant("baseline", (700, 250, 710, 710)),
+        "augmented": variant("augmented", (600, 250, 700, 700), rss=1300.0),
+        "transfer": variant("transfer", (90, 88, 91, 91), rss=2200.0),
     }
-    for name, rss in zip(variants, (1200.0, 1300.0, 2200.0), strict=True):
-        variants[name]["peak_rss_mib"] = rss
-    process = bench.process_summary(variants, repro=None)
-    table = bench.markdown({"meta": bench.meta(bench.parse_args([])), "variants": variants, "process": process})
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    rows = rows_of(bench.markdown(variants, repro=None))
+    assert rows["baseline"].startswith("| baseline | cnn | 96 | 16 | 63 | 2 | float32 | 700.0 | 250.0 |")
     assert "| 2.80 | pass | 0.99 | pass |" in rows["baseline"]
     assert "| 2.40 | **FAIL** | 0.86 | **FAIL** |" in rows["augmented"]
     assert "| 1.02 | n/a | 0.99 | pass |" in rows["transfer"]
-    assert process["peak_rss_mib"] == 2200.0 and process["pass_peak_rss"]
-    assert "not measured" in rows["`dvc repro` wall time"]
-
-
-@pytest.mark.slow
-def test_a_variant_whose_process_dies_stops_the_benchmark_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
-    args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
-    with (
-        tqdm(total=1, disable=True) as bar,
-        pytest.raises(SystemExit, match=r"benchmark of baseline died \(exit code 1\)"),
-    ):
-        bench.run_isolated("baseline", args, bar)
-    assert "Could not override 'nosuch.key'" in capfd.readouterr().err
+    assert "| 2200 MiB | ≤ 4096 MiB | pass |" in rows["benchmark peak RSS (largest variant)"]
+    assert "not measured" in rows["`dvc repro` wall time and max RSS"]
 
 
 def test_a_c_compares_with_the_bound_in_the_projects_precision() -> None:
-    bf16 = {"setting": "auto", "source": "study", "resolved": "bfloat16"}
-    v = bench.summarize(compose_config(CONF, ["variant=baseline"]), 63, 10, cells(1100, 250, 700, 1150), bf16)
-    assert v["project_over_bound"] == round(1100 / 1150, 3) and v["pass_project_over_bound"]
-    assert v["project_over_reference"] == 4.4 and v["bound_bfloat16_over_float32"] == round(1150 / 700, 3)
-    v["peak_rss_mib"] = 1200.0
-    process = bench.process_summary({"baseline": v}, repro=None)
-    table = bench.markdown({"meta": bench.meta(bench.parse_args([])), "variants": {"baseline": v}, "process": process})
-    assert "| bfloat16 (auto) | 1100.0 | 250.0 | 700.0 | 1150.0 | 1.64 |" in table
+    v = variant("baseline", (1100, 250, 700, 1150), {"setting": "auto", "resolved": "bfloat16"})
+    assert v["a/c"] == round(1100 / 1150, 3) and v["pass_a/c"]
+    assert v["a/b"] == 4.4 and v["bound_bf16_over_f32"] == round(1150 / 700, 3)
+    assert "| bfloat16 (auto) | 1100.0 | 250.0 | 700.0 | 1150.0 | 1.64 |" in bench.markdown({"baseline": v}, None)
 
 
-def test_two_repro_logs_judge_the_study_wall_time_after_over_before() -> None:
-    variants = {"baseline": {"peak_rss_mib": 1200.0}}
-    after, before = {"wall_s": 600.0, "max_rss_mib": 2300.0}, {"wall_s": 900.0, "max_rss_mib": 2300.0}
-    process = bench.process_summary(variants, after, before)
-    assert process["repro_wall_ratio"] == 0.667 and process["pass_repro_wall"]
-    assert not bench.process_summary(variants, {**after, "wall_s": 700.0}, before)["pass_repro_wall"]
-    # One log: the absolute target, 15 min.
-    assert not bench.process_summary(variants, {**after, "wall_s": 901.0}, None)["pass_repro_wall"]
+def test_the_study_log_is_judged_against_its_wall_time_and_memory_targets() -> None:
+    variants = {"baseline": variant("baseline", (700, 250, 710, 710))}
+    rows = rows_of(bench.markdown(variants, {"wall_s": 901.0, "max_rss_mib": 2300.0}))
+    assert "| 15:01.0 | ≤ 15 min | **FAIL** |" in rows["`dvc repro` wall time"]
+    assert "| 2300 MiB | ≤ 4096 MiB | pass |" in rows["`dvc repro` max RSS"]
+    rows = rows_of(bench.markdown(variants, {"wall_s": 899.5, "max_rss_mib": 4097.0}))
+    assert "| 14:59.5 | ≤ 15 min | pass |" in rows["`dvc repro` wall time"]
+    assert "| **FAIL** |" in rows["`dvc repro` max RSS"]
 
 
-def test_a_baseline_log_needs_the_log_it_is_the_baseline_of(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--baseline-repro-log", str(tmp_path / "before.log")])
-
-
-def test_tables_are_rewritten_from_an_earlier_run_with_logs_timed_later(tmp_path: Path) -> None:
-    v = bench.summarize(compose_config(CONF, ["variant=baseline"]), 63, 10, cells(700, 250, 710), STUDY_FLOAT32)
-    v["peak_rss_mib"] = 1200.0
-    earlier = {
-        "meta": bench.meta(bench.parse_args([])),
-        "targets": {},
-        "variants": {"baseline": v},
-        "process": bench.process_summary({"baseline": v}, repro=None),
-    }
-    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
-    logs = []
-    for name, wall in (("after.log", "6:00.00"), ("before.log", "10:00.00")):
-        logs.append(tmp_path / name)
-        logs[-1].write_text(
-            f"\tElapsed (wall clock) time (h:mm:ss or m:ss): {wall}\n\tMaximum resident set size (kbytes): 2000000\n"
-        )
-    bench.main(
-        [
-            "--from-json",
-            str(tmp_path / "earlier.json"),
-            "--repro-log",
-            str(logs[0]),
-            "--baseline-repro-log",
-            str(logs[1]),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
-    rewritten = json.loads((tmp_path / "out" / "throughput.json").read_text())
-    assert rewritten["variants"] == earlier["variants"] and rewritten["process"]["repro_wall_ratio"] == 0.6
-    assert "tables rewritten by" in (tmp_path / "out" / "throughput.md").read_text()
+@pytest.mark.slow
+def test_a_variant_whose_process_fails_stops_the_benchmark_naming_it() -> None:
+    args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
+    with pytest.raises(SystemExit, match=r"benchmark of baseline failed: .*Could not override 'nosuch.key'"):
+        bench.run_isolated("baseline", args)

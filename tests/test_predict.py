@@ -7,12 +7,7 @@ import csv
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import keras
@@ -28,8 +23,10 @@ from catdog.data.dataset import decode_images
 from catdog.predict import label_files as predict
 from catdog.predict.loading import load_predictor
 from catdog.serve.classifier import ImageClassifier, log_classifier, softmax, to_base64
-from catdog.team.loopback import free_port
 from catdog.train.models import build_model
+
+sys.path.insert(0, str(REPO / "bench"))
+from served import ServedModel  # noqa: E402  (the served model, as the benchmarks serve it)
 
 CLASSES = ["cats", "dogs"]
 TOLERANCE = 1e-6
@@ -386,31 +383,6 @@ def test_the_prediction_benchmark_adds_the_bound_and_the_served_path(split_data:
     assert "| served images/s |" in (split_data / "results" / "predict.md").read_text()
 
 
-def post(url: str, body: bytes) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
-
-
-def wait_until_up(url: str, server: subprocess.Popen, log: Path, limit_s: float = 120) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"mlflow models serve did not answer {url} within {limit_s} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_as_predict_does(
     tmp_path: Path, model: keras.Model, isolated_mlflow: str, capsys: pytest.CaptureFixture
@@ -420,19 +392,10 @@ def test_mlflow_models_serve_answers_as_predict_does(
         info = log_classifier(model, CLASSES)
     _, printed, _ = run([*map(str, files), f"model={info.model_uri}", f"out={tmp_path / 'p.json'}"], capsys)
     wanted = json.loads((tmp_path / "p.json").read_text())
-    port, log = free_port(), tmp_path / "serve.log"
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": isolated_mlflow}
-    command = [f"{bin_dir}/mlflow", "models", "serve", "-m", info.model_uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]  # fmt: skip
-    with open(log, "w") as handle:
-        server = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{base}/ping", server, log)
+    with ServedModel(info.model_uri, tmp_path / "serve.log", {"MLFLOW_TRACKING_URI": isolated_mlflow}) as server:
         images = [[to_base64(f.read_bytes())] for f in files]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": images}})
-        status, answer = post(f"{base}/invocations", body.encode())
+        status, answer = server.post(body.encode())
         assert status == 200, answer
         served = json.loads(answer)["predictions"]
         exchange = {"request": json.loads(body), "response": json.loads(answer)}
@@ -441,27 +404,20 @@ def test_mlflow_models_serve_answers_as_predict_does(
         for got, want in zip(served, wanted, strict=True):
             assert got["probability"] == pytest.approx(want["probability"], abs=TOLERANCE)
 
-        status, answer = post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["image"], "data": [[')
+        status, answer = server.post(b'{"dataframe_split": {"columns": ["image"], "data": [[')
         exchange["bad_json"] = (status, answer)
         assert 400 <= status < 500 and "json" in answer.lower(), answer
         missing = {"dataframe_split": {"columns": ["picture"], "data": [[to_base64(files[0].read_bytes())]]}}
-        status, answer = post(f"{base}/invocations", json.dumps(missing).encode())
+        status, answer = server.post(json.dumps(missing).encode())
         exchange["missing_column"] = (status, answer)
         assert 400 <= status < 500 and "image" in answer, answer
         bad_row = {"dataframe_split": {"columns": ["image"], "data": [["not base64!"], images[0]]}}
-        status, answer = post(f"{base}/invocations", json.dumps(bad_row).encode())
+        status, answer = server.post(json.dumps(bad_row).encode())
         assert status == 200, answer
         exchange["bad_row"] = (status, answer)
         (tmp_path / "exchange.json").write_text(json.dumps(exchange, indent=1))  # a real exchange, to read
         first, second = json.loads(answer)["predictions"]
         assert "base64" in first["error"] and first["label"] == "" and second["label"] == wanted[0]["label"]
 
-        status, answer = post(f"{base}/invocations", body.encode())
+        status, answer = server.post(body.encode())
         assert status == 200 and json.loads(answer)["predictions"] == served
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
