@@ -133,5 +133,3 @@ def test_the_benchmark_names_the_machine_and_what_auto_chose_and_how(cache: Path
     first, again = auto_precision.decide("baseline"), auto_precision.decide("baseline")
     assert first.startswith("| baseline | bfloat16 | measured | 0.020 | 0.010 | 0.50 | ")
     assert again.startswith("| baseline | bfloat16 | cached | 0.020 | 0.010 | 0.50 | ") and len(measured) == 1
-    line = auto_precision.machine_line()  # the CPU as the profile names it, and TensorFlow's oneDNN state
-    assert "(family/model/stepping " in line and line.rsplit(" ", 1)[1] in ("on", "off")
