@@ -28,6 +28,8 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CONF = REPO / "conf"
 # The compositions whose keys docs/configuration.md documents: the root config's choices, then each other option.
 OPTIONS = ["model=transfer", "augment=on", "optimizer=adamw", "optimizer=sgd", "optimizer=rmsprop"]
+# The section of conf/search.yaml's own keys (`src/search.py`); the sections of its searches, `hparams_search=<name>`.
+SEARCH = "search"
 HYDRA_FLAGS = {"--multirun", "-m", "--cfg", "--help", "--hydra-help", "--info", "--config-name", "--config-dir"}
 PLACEHOLDER = re.compile(r"<[^>]*>|…|\{[^}]*\}")
 FILE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".csv", ".png", ".md", ".html", ".keras", ".db", ".lock", ".toml")
@@ -168,10 +170,10 @@ def hydra_compositions() -> list[DictConfig]:
 
 
 def node_at(cfg: DictConfig, key: str) -> object | None:
-    """The config node at dotted `key`, unresolved (an interpolation stays one), or None."""
+    """The config node at dotted `key`, unresolved (an interpolation stays one, a mandatory `???` too), or None."""
     node = cfg
     for part in key.split("."):
-        if not OmegaConf.is_dict(node) or part not in node:
+        if not OmegaConf.is_dict(node) or part not in node.keys():
             return None
         node = node._get_node(part)
     return node
@@ -445,7 +447,7 @@ def configuration_rows() -> list[tuple[str, str, list[str]]]:
     for line in text.split("## Every key", 1)[1].splitlines():
         if line.startswith("### "):
             found = re.search(r"`(\w+=\w+)`", line)
-            option = found.group(1) if found else ""
+            option = found.group(1) if found else (SEARCH if line.strip() == f"### {SEARCH}" else "")
         cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| `") else None
         if cells:
             rows.append((option, cells[0].strip("`"), cells[1:]))
@@ -464,22 +466,45 @@ def first_code(cell: str) -> str:
     return re.match(r"`([^`]*)`", cell).group(1)
 
 
+@cache
+def sections() -> dict[str, DictConfig]:
+    """The composition each section of "Every key" is checked against, by its option: the root config's ("") and
+    each group option's (OPTIONS); conf/search.yaml's without a search (SEARCH), and with each of its searches."""
+    searches = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        own = {SEARCH: compose(SEARCH, ["~hparams_search"])}
+        own |= {f"hparams_search={s}": compose(SEARCH, [f"hparams_search={s}"]) for s in searches}
+    return {**compositions(), **own}
+
+
+def section_keys(option: str, cfg: DictConfig) -> list[str]:
+    """The keys a section has rows for: the root's, every key; a group option's, its group's (`model.*`);
+    conf/search.yaml's, the `search.*` keys; a search's, the keys its own file sets."""
+    if not option:
+        return leaves(cfg)
+    group, _, name = option.partition("=")
+    if group == "hparams_search":
+        own = OmegaConf.load(CONF / group / f"{name}.yaml")
+        return leaves(OmegaConf.masked_copy(own, [k for k in own if k != "defaults"]))
+    return [key for key in leaves(cfg) if key.startswith(group + ".")]
+
+
 def test_configuration_documents_every_key_with_its_default() -> None:
     """Each key of the root composition has a row (or its parent has, as `data.expected`); each key of another
-    group option (`model=transfer`) has a row in that option's section."""
+    group option (`model=transfer`) has a row in that option's section, and so has each key of the search's root
+    config (conf/search.yaml) and each key a search's file sets (`hparams_search=baseline`)."""
     rows = configuration_rows()
     documented = {(option, key) for option, key, _ in rows}
     undocumented = [
         f"{option or 'root'}: {key}"
-        for option, cfg in compositions().items()
-        for key in leaves(cfg)
-        if (not option or key.startswith(option.split("=")[0] + "."))
-        and not any((option, k) in documented for k in [key, *ancestors(key)])
+        for option, cfg in sections().items()
+        for key in section_keys(option, cfg)
+        if not any((option, k) in documented for k in [key, *ancestors(key)])
     ]
     assert not undocumented, f"docs/configuration.md has no row for {undocumented}"
     wrong = []
     for option, key, cells in rows:
-        cfg = compositions()[option]
+        cfg = sections()[option]
         if not has_key(cfg, key):
             wrong.append(f"{option or 'root'}: {key} is not a key")
             continue
@@ -512,7 +537,7 @@ def test_configuration_states_exactly_the_allowed_values_the_checks_enforce() ->
 
 def test_configuration_lists_every_group_option_and_params_value() -> None:
     text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    for group in ("variant", "model", "augment", "optimizer", "hydra/launcher"):
+    for group in ("variant", "model", "augment", "optimizer", "hydra/launcher", "hparams_search"):
         row = re.search(rf"^\| `{re.escape(group)}` \| ([^|]+) \|", text, re.M)
         assert row, f"no row for the group {group}"
         options = set(re.findall(r"`(\w+)`", row.group(1)))
