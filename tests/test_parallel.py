@@ -11,20 +11,21 @@ import pytest
 import slurm_cluster
 from conftest import CONF, all_runs, run_entry, tiny_overrides
 from mlflow import MlflowClient
+from test_workers import cpus_pinned, outside_slurm
 
-from catdog.common.machine import available_cores
 from catdog.settings.checks import ConfigError, validate
 from catdog.settings.params import compose_config
 from catdog.train.threads import THREADS_ENV, thread_count
 
 
-def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
-    assert thread_count("auto") == len(os.sched_getaffinity(0)) == available_cores()
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
-    assert thread_count("auto") == 3  # inside a Slurm job: its allocation, not the node's cores
-    assert thread_count(5) == 5
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_auto_threads_are_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+    outside_slurm(monkeypatch)
+    with cpus_pinned(cpus):
+        assert thread_count("auto") == cpus
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+        assert thread_count("auto") == 3  # inside a Slurm job: its allocation, not the node's cores
+        assert thread_count(5) == 5
 
 
 def test_the_machine_setting_reaches_the_config_and_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +63,7 @@ def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_name_run_and_o
         "trainer.epochs=2",
         *overrides,
         cwd=split_data,
-        env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow},
+        env={**os.environ, "MLFLOW_TRACKING_URI": isolated_mlflow, "SLURM_CPUS_PER_TASK": "4"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "database is locked" not in result.stdout + result.stderr
@@ -74,8 +75,8 @@ def test_a_joblib_sweep_trains_its_jobs_at_once_each_with_its_own_name_run_and_o
     assert names == [f"cnn-augment_off-optimizer.learning_rate={lr}" for lr in ("0.0003", "0.001")], names
     assert {r.data.params["optimizer.learning_rate"] for r in found} == {"0.001", "0.0003"}
     assert all(r.info.status == "FINISHED" for r in found)
-    # Two jobs at a time share this machine's cores: each TensorFlow gets its half.
-    assert {r.data.tags["tf_threads"] for r in found} == {str(max(1, available_cores() // 2))}
+    # Inside a 4-core Slurm allocation two jobs at a time share its cores: each TensorFlow gets its half.
+    assert {r.data.tags["tf_threads"] for r in found} == {"2"}
     assert overlapping([(r.info.start_time, r.info.end_time) for r in found]), "no two jobs ran at the same time"
     models = sorted((split_data / "multirun").rglob("model.keras"))
     assert len(models) == 2 and len({m.parent for m in models}) == 2
