@@ -13,11 +13,15 @@ import pytest
 from conftest import TINY_SIZE, tiny_config
 from mlflow import MlflowClient
 
+from catdog.common.machine import fingerprint, words
+from catdog.compare.machines import machines_note
 from catdog.compare.over_seeds import best_on_validation
 from catdog.compare.stage import ModelLoadError, compare
 from catdog.data.manifests import read_manifest
+from catdog.report.sections import compared_machines
 from catdog.serve.classifier import log_classifier
 from catdog.settings.run_files import Outputs
+from catdog.tracking.provenance import FINGERPRINT_TAG
 from catdog.tracking.records import write_record
 from catdog.tracking.registry import log_model
 from catdog.train.outputs import summary
@@ -64,11 +68,22 @@ def colour_classifier(size: int, sign: float) -> keras.Model:
     return model
 
 
+EMERALD_RAPIDS = Path(__file__).parent / "data" / "cpuinfo" / "intel-xeon-6-207-2-emerald-rapids.txt"
+
+
 def plant_variant(
-    root: Path, cfg, variant: str, model: keras.Model, best_val_accuracy: float, seed: int = 42, logged: bool = True
+    root: Path,
+    cfg,
+    variant: str,
+    model: keras.Model,
+    best_val_accuracy: float,
+    seed: int = 42,
+    logged: bool = True,
+    machine: dict | None = None,
 ) -> None:
     """A run's study outputs as its train stage leaves them: the model, its metrics, its history and (`logged`) its
-    MLflow run with the logged models (compare reads only the champion's)."""
+    MLflow run with the logged models (compare reads only the champion's) and the `machine` it trained on (this
+    one, two threads, float32, unless given)."""
     outputs = Outputs.study(cfg.trainer, variant, seed)
     outputs.model.parent.mkdir(parents=True, exist_ok=True)
     model.save(outputs.model)
@@ -79,7 +94,9 @@ def plant_variant(
     outputs.history.write_text(f"epoch,val_accuracy\n1,{best_val_accuracy}\n")
     if not logged:
         return
+    machine = machine or fingerprint(2, "float32")
     with mlflow.start_run(run_name=f"{variant}-{seed}") as run:
+        mlflow.set_tags({"machine": words(machine), "machine_id": machine["id"], FINGERPRINT_TAG: json.dumps(machine)})
         uri = log_model(model, np.zeros((1, *model.input_shape[1:]), dtype="float32"))
         classifier = log_classifier(model, list(cfg.data.classes)).model_uri
     outputs.record.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +145,40 @@ def test_the_champion_is_the_validation_pick_even_where_test_ranks_another_first
     # One seed: the one-seed leaderboard, no columns over seeds.
     assert "| rank | model | accuracy | 95% CI | loss | val accuracy | cats P / R / F1 | dogs P / R / F1 |\n" in board
     assert "95% Wilson interval" in board and "mean of" not in board
+    here = fingerprint(2, "float32")
+    assert f"Every run trained on one machine, fingerprint `{here['id']}`: {words(here)}." in board
+
+
+def test_the_leaderboard_names_the_machine_or_flags_runs_from_two() -> None:
+    one, other = {"id": "aaaa", "words": "CPU A"}, {"id": "bbbb", "words": "CPU B"}
+    assert machines_note({"baseline-42": one, "scaled-42": one}) == [
+        "Every run trained on one machine, fingerprint `aaaa`: CPU A."
+    ]
+    (line,) = machines_note({"baseline-42": one, "baseline-1": other, "scaled-42": one})
+    assert line.startswith("The runs trained on 2 machine fingerprints, so their numbers are draws from different ")
+    assert line.endswith("`aaaa` (CPU A): baseline-42, scaled-42; `bbbb` (CPU B): baseline-1.")
+
+
+@pytest.mark.slow
+def test_compare_and_the_report_flag_a_study_whose_runs_carry_two_fingerprints(split_data: Path) -> None:
+    cfg = tiny_config("baseline")
+    xeon = fingerprint(2, "float32", cpuinfo=EMERALD_RAPIDS, environ={})
+    for variant, accuracy in {"baseline": 0.6, "augmented": 0.7, "scaled": 0.8, "transfer": 0.9}.items():
+        machine = xeon if variant == "transfer" else None
+        plant_variant(split_data, cfg, variant, colour_classifier(TINY_SIZE, 1.0), accuracy, machine=machine)
+    details = compare(cfg)
+    here = fingerprint(2, "float32")
+    assert here["id"] != xeon["id"]
+    assert details["runs"]["transfer-42"]["machine_id"] == xeon["id"]
+    assert details["runs"]["baseline-42"]["machine_id"] == here["id"]
+    assert details["machines"] == {here["id"]: words(here), xeon["id"]: words(xeon)}
+    board = (split_data / "reports" / "leaderboard.md").read_text()
+    flagged = f"`{xeon['id']}` ({words(xeon)}): transfer-42."
+    assert "The runs trained on 2 machine fingerprints" in board and flagged in board
+    assert compared_machines(details) == machines_note(
+        {r: {"id": v["machine_id"], "words": details["machines"][v["machine_id"]]} for r, v in details["runs"].items()}
+    )
+    assert details["provenance"]["machine"]["id"] == fingerprint()["id"]  # the compare stage's own
 
 
 @pytest.mark.slow

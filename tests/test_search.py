@@ -28,6 +28,7 @@ from optuna.trial import TrialState, create_trial
 from PIL import Image
 
 from catdog.common.intervals import accuracy_interval
+from catdog.common.machine import fingerprint
 from catdog.compare.leaderboard import MAJORITY, leaderboard
 from catdog.compare.over_seeds import test_summary as summed_over_seeds
 from catdog.compare.over_seeds import validation_summary
@@ -473,10 +474,20 @@ def test_a_run_that_cannot_learn_is_tagged_and_flagged(signal_free_data: Path) -
     job = signal_free_data / "job"  # the run's metrics where a trial's seed job writes them
     job.mkdir()
     shutil.copyfile(signal_free_data / "metrics" / "train" / "baseline-42.json", job / "metrics.json")
-    assert read_result(job, 42) == SeedResult(42, 0.5, True, None)
+    read = read_result(job, 42)
+    assert (read.seed, read.best_val_accuracy, read.did_not_learn, read.run_id, read.epochs) == (42, 0.5, True, None, 2)
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("catdog-study").experiment_id])
     assert run.data.tags["did_not_learn"] == "true"
+    # The run names its machine in MLflow and in its record: the fingerprint of this machine, its threads, float32.
+    record = json.loads((signal_free_data / "records" / "train" / "baseline-42.json").read_text())
+    machine = record["machine"]
+    assert run.data.tags["machine_id"] == machine["id"] and "machine_fingerprint" not in record["tags"]
+    assert (machine["threads"], machine["precision"]) == (int(run.data.tags["tf_threads"]), "float32")
+    here = fingerprint(machine["threads"], "float32")
+    assert {k: machine[k] for k in ("family", "model", "flags", "tensorflow")} == {
+        k: here[k] for k in ("family", "model", "flags", "tensorflow")
+    }
     details = compare(tiny_config("baseline", "study.variants=[baseline]"))
     assert details["validation"]["baseline"]["did_not_learn"] == [42]
     board = (signal_free_data / "reports" / "leaderboard.md").read_text()

@@ -109,9 +109,11 @@ def leaderboard(
     champion: str,
     val: dict[str, dict],
     seeds: list[int] | None = None,
+    machines: list[str] | None = None,
 ) -> str:
     """The Markdown report: ranking with intervals, per-class scores and which differences are significant; over
-    several seeds, means with their spread and each seed's score."""
+    several seeds, means with their spread and each seed's score; `machines`: the line naming where the runs
+    trained (catdog.compare.machines)."""
     seeds = seeds or [0]
     extra, separators = seed_columns(seeds)
     lines = [
@@ -136,6 +138,7 @@ def leaderboard(
         )
     dead = dead_note(val)
     lines += [
+        *(["", *machines] if machines else []),
         *(["", *dead] if dead else []),
         "",
         "## Pairwise McNemar tests",

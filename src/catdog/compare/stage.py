@@ -3,6 +3,7 @@ training seeds, ranked, and the champion registered."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from catdog.common.files import read_json, write_json, write_text
 from catdog.compare.champion import register_champion
 from catdog.compare.figures import draw_figures
 from catdog.compare.leaderboard import MAJORITY, chosen_by, dvc_metrics, leaderboard, ranked
+from catdog.compare.machines import machines_note, run_machine
 from catdog.compare.over_seeds import best_on_validation, test_summary, validation_summary
 from catdog.compare.predictions import Answers, write_predictions
 from catdog.compare.statistics import log_loss, pairwise_tests, score
@@ -26,7 +28,7 @@ from catdog.settings.checks import validate
 from catdog.settings.params import study_run
 from catdog.settings.run_files import Outputs
 from catdog.tracking.connect import connect, tracking_uri
-from catdog.tracking.provenance import log_split_inputs, source_tags
+from catdog.tracking.provenance import FINGERPRINT_TAG, log_split_inputs, source_tags
 from catdog.tracking.records import utc
 from catdog.train.dead_runs import METRIC as DEAD
 
@@ -109,6 +111,11 @@ def compare(cfg: DictConfig) -> dict:
             model_file(cfg, variant, seed)
     experiment_id = connect(tracking_uri(cfg.tracking.uri), cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
     per_seed = {v: validation_scores(cfg, v, seeds) for v in variants}
+    machines = {
+        study_run(v, s): run_machine(Outputs.study(cfg.trainer, v, s).record, f"train@{study_run(v, s)}")
+        for v in variants
+        for s in seeds
+    }
     val = {v: validation_summary(per_seed[v]) for v in variants}
     champion = best_on_validation(val)
     rows, outcome, runs, answers = {}, {"correct": {}, "predictions": {}}, {}, {}
@@ -126,6 +133,7 @@ def compare(cfg: DictConfig) -> dict:
                 **per_seed[variant][s],
                 "test_accuracy": r["accuracy"],
                 "test_loss": r["loss"],
+                "machine_id": machines[study_run(variant, s)]["id"],
             }
             for s, r in seed_rows.items()
         }
@@ -134,7 +142,7 @@ def compare(cfg: DictConfig) -> dict:
     ranking = ranked(rows)
     tests = pairwise_tests(outcome["correct"])
     version = data_version(Path(cfg.data.split_dir))
-    report = leaderboard(ranking, tests, len(test.labels), version, champion, val, seeds)
+    report = leaderboard(ranking, tests, len(test.labels), version, champion, val, seeds, machines_note(machines))
     histories = {v: Outputs.study(cfg.trainer, v, val[v]["seed"]).history for v in variants}
     figures = draw_figures(cfg, ranking, outcome, test, champion, histories, Path(cfg.compare.plots_dir))
     details = {
@@ -146,6 +154,7 @@ def compare(cfg: DictConfig) -> dict:
         "models": rows,
         "runs": runs,
         "pairwise": tests,
+        "machines": {m["id"]: m["words"] for m in machines.values()},
     }
     tags = {"stage": "compare", "data_version": version, "champion": champion, **source_tags()}
     with mlflow.start_run(experiment_id=experiment_id, run_name="compare") as run:
@@ -164,7 +173,8 @@ def compare(cfg: DictConfig) -> dict:
         "started": utc(run.info.start_time),
         "ended": utc(time.time() * 1000),
         "seconds": round(time.monotonic() - started, 1),
-        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith("mlflow.")},
+        "tags": {k: v for k, v in sorted(tags.items()) if not k.startswith(("mlflow.", FINGERPRINT_TAG))},
+        "machine": json.loads(tags[FINGERPRINT_TAG]),
         "mlflow": {"experiment_id": experiment_id, "run_id": run.info.run_id},
     }
     write_json(cfg.compare.details, details)

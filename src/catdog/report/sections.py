@@ -17,6 +17,7 @@ from catdog.compare.leaderboard import (
     seed_cells,
     seed_columns,
 )
+from catdog.compare.machines import machines_note
 from catdog.report.html import Cell, Html, Section, image_file, inline_markdown, paragraph, table
 
 TITLES = {
@@ -119,11 +120,23 @@ def leaderboard(details: dict, figure: Path) -> Section:
     )
     marks = ["champion" if name == details["champion"] else "" for name, _ in ranked]
     dead = [paragraph(inline_markdown(line), "note") for line in dead_note(val)]
+    machines = [paragraph(inline_markdown(line), "note") for line in compared_machines(details)]
     return Section(
         "leaderboard",
         TITLES["leaderboard"],
-        [*notes, intro, table(header, rows, marks), *dead, image_file(figure, "test accuracy")],
+        [*notes, intro, table(header, rows, marks), *machines, *dead, image_file(figure, "test accuracy")],
     )
+
+
+def compared_machines(details: dict) -> list[str]:
+    """The leaderboard's line on where the runs trained, from compare.json (none in one written before it)."""
+    words = details.get("machines", {})
+    runs = {
+        run: {"id": r["machine_id"], "words": words[r["machine_id"]]}
+        for run, r in details["runs"].items()
+        if "machine_id" in r
+    }
+    return machines_note(runs) if runs else []
 
 
 def mcnemar(details: dict) -> Section:
