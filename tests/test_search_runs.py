@@ -5,11 +5,14 @@ study's thread count."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -138,3 +141,70 @@ def test_a_killed_search_continues_from_its_journal_in_another_clone(split_data:
         (rerun.user_attrs["seed_42"]["best_val_accuracy"] + rerun.user_attrs["seed_1"]["best_val_accuracy"]) / 2
     )
     assert "trial 1 was cut short; its settings run again" in resumed.stdout
+
+
+@pytest.fixture
+def optuna_database() -> Iterator[str]:
+    """A PostgreSQL cluster of its own on 127.0.0.1 with an `optuna` database; its URI (with the password)."""
+    from catdog.team.postgres import Cluster
+
+    folder = Path(tempfile.gettempdir()) / f"catdog-optuna-{secrets.token_hex(6)}"  # reachable by the postgres user
+    folder.mkdir(mode=0o711)
+    cluster = Cluster(folder / "postgres")
+    try:
+        cluster.start()
+        cluster.create_database("optuna")
+        yield cluster.uri("optuna")
+    finally:
+        cluster.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shared_study(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="baseline", storage=url)
+
+
+def running_trial(url: str) -> bool:
+    """A trial running with all its settings drawn (its training started)."""
+    try:
+        return any(t.state == TrialState.RUNNING and "overrides" in t.user_attrs for t in shared_study(url).trials)
+    except KeyError:  # not created yet
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.requires("postgres")
+def test_workers_sharing_a_database_draw_apart_share_one_parent_rerun_a_stale_trial_once_and_keep_the_budget(
+    split_data: Path, optuna_database: str
+) -> None:
+    """Worker A is killed in its first trial; B and C then start together on the same PostgreSQL study: the stale
+    trial is failed by a heartbeat check and rerun once, the budget of 5 is exact, every trial drew its own settings
+    (two workers seeded alike would draw the same ones), and the search has one MLflow parent run."""
+    env = {**os.environ, "OPTUNA_STORAGE": optuna_database}
+    argv = [*SEARCH, *TINY, "search.n_trials=5", "trainer.epochs=1", "search.heartbeat_s=1", "search.grace_s=3"]
+    first = subprocess.Popen(argv, cwd=split_data, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: running_trial(optuna_database))
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    (stale,) = shared_study(optuna_database).trials
+    workers = [subprocess.Popen(argv, cwd=split_data, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=900) == 0
+    study = shared_study(optuna_database)
+    assert study.trials[stale.number].state == TrialState.FAIL
+    reruns = [t for t in study.trials if t.user_attrs.get("retry_of") == stale.number]
+    assert len(reruns) == 1 and reruns[0].params == stale.params
+    finished = counted(study)
+    assert len(finished) == 5 and all(t.state == TrialState.COMPLETE for t in finished)
+    drawn = [tuple(sorted(t.params.items())) for t in finished if t.number != reruns[0].number] + [
+        tuple(sorted(stale.params.items()))
+    ]
+    assert len(set(drawn)) == len(drawn)  # five trials, five settings
+    others = [t for t in study.trials if t not in finished and t.number != stale.number]
+    assert all(t.user_attrs.get("surplus") for t in others)  # a worker that found the budget spent started nothing
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("catdog-search").experiment_id
+    parents = client.search_runs([experiment], "attributes.run_name = 'search baseline'")
+    assert len(parents) == 1 and parents[0].data.tags["optuna_storage"].startswith("postgresql+psycopg://postgres:***@")
