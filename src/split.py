@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from catdog.common import plots
 from catdog.common.files import write_json
 from catdog.data.checksums import DataPin
-from catdog.data.split import data_report, make_split
+from catdog.data.split import Exclusion, data_report, make_split
 from catdog.settings.checks import validate
 from catdog.settings.hydra_app import hydra_entry
 
@@ -29,14 +29,17 @@ def main(cfg: DictConfig) -> None:
         seed=data.split_seed,
         min_holdout_per_class=data.min_holdout_per_class,
         pin=DataPin.of(data),
+        exclusions=[Exclusion(x["path"], x["reason"]) for x in data.exclude],
     )
-    report = data_report(splits, list(data.classes), len(rejects))
+    report = data_report(splits, list(data.classes), len(rejects), len(data.exclude))
     write_json(data.report_path, report)
     samples = {
         cls: [e.path for e in splits["train"] if e.label == cls][: data.samples_per_class] for cls in data.classes
     }
     plots.save(plots.sample_grid(dataset_dir, samples), Path(data.samples_plot))
-    print(f"split written to {data.split_dir}: {report['counts']}; {len(rejects)} rejected")
+    print(
+        f"split written to {data.split_dir}: {report['counts']}; {len(rejects)} rejected ({len(data.exclude)} excluded)"
+    )
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def test_every_study_setting_is_read_from_params_yaml() -> None:
     assert list(params["variants"]) == params["study"]["variants"] == list(root.study.variants)
     assert OmegaConf.to_container(root, resolve=False)["seed"] == "${params:study.seeds.0}"
     shared = [k for k in leaves(params) if not k.startswith("variants.")]
-    assert sorted(shared) == ["data.split_seed", "data.test_fraction", "study.seeds", "study.variants"]
+    assert sorted(shared) == ["data.exclude", "data.split_seed", "data.test_fraction", "study.seeds", "study.variants"]
     for variant, knobs in params["variants"].items():
         raw = OmegaConf.to_container(compose_config(CONF, [f"variant={variant}"]), resolve=False)
         for key in shared + leaves(knobs):
@@ -174,7 +174,7 @@ def test_stages_name_the_params_they_read() -> None:
     assert train["cmd"] == "python src/train.py variant=${item.variant} seed=${item.seed} trainer.outputs=study"
     # Not study.seeds: adding a seed must not retrain the others (each stage's seed is in its command).
     assert set(train["params"]) == {"variants.${item.variant}"}
-    assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction"}, (
+    assert set(stages["split"]["params"]) == {"data.split_seed", "data.test_fraction", "data.exclude"}, (
         "the training seed must not reach the split"
     )
     assert stages["compare"]["params"] == stages["report"]["params"] == ["study"]

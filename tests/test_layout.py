@@ -18,6 +18,7 @@ LAYERS = (
     "common",
     "settings",
     "data",
+    "audit",
     "tracking",
     "serve",
     "train",
@@ -25,7 +26,7 @@ LAYERS = (
     ("report", "predict", "publish", "search"),
 )
 APART = {"team": {"common"}}
-STAGES = ("download", "split", "train", "compare", "report")
+STAGES = ("download", "split", "audit", "train", "compare", "report")
 
 
 def rank(subpackage: str) -> int:

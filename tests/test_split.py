@@ -4,6 +4,7 @@ images checked against the content pin first; the data version."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 from pathlib import Path
@@ -20,8 +21,9 @@ from catdog.settings.checks import ConfigError
 CLASSES = ["cats", "dogs"]
 
 
-# The tiny data set is not the one the data config pins: the split stage runs on it unpinned.
-UNPINNED = "data.content_sha256=null"
+# The tiny data set is not the one the data config pins, nor holds the files params.yaml excludes: the split stage
+# runs on it unpinned, excluding nothing.
+UNPINNED = ("data.content_sha256=null", "data.exclude=[]")
 # The tiny hold-out has 8 images per class; at least 2 in val and in test allows test fractions 0.25 to 0.75.
 MIN_HOLDOUT = 2
 
@@ -61,7 +63,7 @@ def test_the_training_seed_leaves_the_split_alone(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data" / "raw")
 
     def holdout(*overrides: str) -> dict[str, bytes]:
-        result = run_entry("split.py", UNPINNED, *expected_overrides(), *overrides, cwd=tmp_path)
+        result = run_entry("split.py", *UNPINNED, *expected_overrides(), *overrides, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return {name: (tmp_path / "data" / "split" / f"{name}.csv").read_bytes() for name in ("val", "test")}
 
@@ -175,12 +177,12 @@ def test_too_few_holdout_images_for_any_fraction_says_so(dataset: Path, tmp_path
 
 def test_the_split_stage_refuses_a_bad_fraction_and_keeps_its_outputs(tmp_path: Path) -> None:
     make_dataset(tmp_path / "data" / "raw")
-    first = run_entry("split.py", UNPINNED, *expected_overrides(), cwd=tmp_path)
+    first = run_entry("split.py", *UNPINNED, *expected_overrides(), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     outputs = [tmp_path / "data" / "split", tmp_path / "metrics", tmp_path / "plots"]
     before = snapshot(*outputs)
     assert {p.name for p in before} >= {"train.csv", "val.csv", "test.csv", "rejects.csv", "data.json", "samples.png"}
-    result = run_entry("split.py", UNPINNED, *expected_overrides(), "data.test_fraction=0.999", cwd=tmp_path)
+    result = run_entry("split.py", *UNPINNED, *expected_overrides(), "data.test_fraction=0.999", cwd=tmp_path)
     assert result.returncode != 0
     assert "data.test_fraction: got 0.999" in result.stderr
     assert "val {'cats': 0, 'dogs': 0}" in result.stderr
@@ -223,3 +225,16 @@ def test_the_data_version_is_the_content_hash_of_the_split_images(dataset: Path,
     (dataset / "train" / "cats" / "cat.train0.jpg").write_bytes(jpeg_bytes((0, 0, 0), seed=99))
     split(dataset, tmp_path / "d")
     assert data_version(tmp_path / "d") != data_version(tmp_path / "a")
+
+
+def test_the_split_stage_leaves_out_the_files_params_exclude_and_says_so(tmp_path: Path) -> None:
+    make_dataset(tmp_path / "data" / "raw")
+    gone = "train/cats/cat.train0.jpg"
+    exclude = f"data.exclude=[{{path:{gone},reason:blurry}}]"
+    result = run_entry("split.py", UNPINNED[0], *expected_overrides(), exclude, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "0 rejected" not in result.stdout and "(1 excluded)" in result.stdout
+    assert gone not in {e.path for e in read_manifest(tmp_path / "data" / "split" / "train.csv")}
+    with open(tmp_path / "data" / "split" / "rejects.csv", newline="") as handle:
+        assert list(csv.DictReader(handle)) == [{"path": gone, "reason": "excluded (data.exclude): blurry"}]
+    assert json.loads((tmp_path / "metrics" / "data.json").read_text())["excluded"] == 1

@@ -56,7 +56,7 @@ def copy_project(dest: Path) -> None:
 
 def shrink(project: Path, archive: Path) -> None:
     """Tiny images, tiny expected counts, the generated archive's sha256 and its images' content pin, random backbone
-    weights, one epoch per variant."""
+    weights (the transfer variant's and the audit's), one epoch per variant, nothing excluded."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
@@ -67,8 +67,13 @@ def shrink(project: Path, archive: Path) -> None:
 
     edit_yaml(project / "conf/data/cats_and_dogs.yaml", data)
     edit_yaml(project / "conf/model/transfer.yaml", lambda m: m["net"].update(weights=None))
+    edit_yaml(
+        project / "conf/audit.yaml",
+        lambda a: a["audit"].update(image_size=TINY_SIZE, backbone={"alpha": 1.0, "weights": None}),
+    )
     tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
     edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
+    edit_yaml(project / "params.yaml", lambda p: p["data"].update(exclude=[]))  # the study's files are not in it
 
 
 def pin_images(archive: Path, listing_file: Path) -> str:

@@ -1,4 +1,5 @@
-"""Fixed, seeded, stratified train/val/test manifests, with the images that could not be read listed apart."""
+"""Fixed, seeded, stratified train/val/test manifests, with the images that could not be read, and those params.yaml
+excludes, listed apart."""
 
 from __future__ import annotations
 
@@ -24,6 +25,29 @@ ACCEPTED_FORMATS = ("JPEG", "PNG")
 class Reject:
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A file the study leaves out (`data.exclude` in params.yaml) and why."""
+
+    path: str
+    reason: str
+
+
+def exclude(
+    splits: dict[str, list[Entry]], exclusions: Sequence[Exclusion], known: set[str], dataset_dir: Path
+) -> tuple[dict[str, list[Entry]], list[Reject]]:
+    """`splits` without the excluded files, and a reject for each; a path not in the data set is refused."""
+    unknown = [x.path for x in exclusions if x.path not in known]
+    if unknown:
+        raise ConfigError(
+            f"data.exclude in params.yaml: {', '.join(unknown)} not in the data set {dataset_dir}; give each path "
+            "as data/split/*.csv lists it (`train/cats/cat.1.jpg`), or remove the entry. Nothing was written."
+        )
+    reasons = {x.path: x.reason for x in exclusions}
+    kept = {name: [e for e in entries if e.path not in reasons] for name, entries in splits.items()}
+    return kept, [Reject(path, f"excluded (data.exclude): {reason}") for path, reason in reasons.items()]
 
 
 def inspect_image(path: Path) -> str | None:
@@ -122,11 +146,15 @@ def check_holdout(
     )
 
 
-def data_report(splits: dict[str, list[Entry]], classes: Sequence[str], n_rejects: int) -> dict[str, object]:
-    """Class counts per split and the accuracy of always guessing the train split's majority class."""
+def data_report(
+    splits: dict[str, list[Entry]], classes: Sequence[str], n_rejects: int, n_excluded: int = 0
+) -> dict[str, object]:
+    """Class counts per split, the files rejected (of them, excluded in params.yaml), and the accuracy of always
+    guessing the train split's majority class."""
     counts = {name: class_counts(entries, classes) for name, entries in splits.items()}
     majority = majority_class(splits["train"], classes)
     report: dict[str, object] = {"counts": counts, "rejected": n_rejects, "majority_class": majority}
+    report["excluded"] = n_excluded
     for name, entries in splits.items():
         report[f"{name}_majority_accuracy"] = round(counts[name][majority] / max(len(entries), 1), 4)
     return report
@@ -143,11 +171,13 @@ def make_split(
     *,
     min_holdout_per_class: int,
     pin: DataPin | None = None,
+    exclusions: Sequence[Exclusion] = (),
 ) -> tuple[dict[str, list[Entry]], list[Reject]]:
     """Write `<split_dir>/{train,val,test}.csv`, `rejects.csv` and the settings that drew them (`split.json`);
     return the splits and the rejects.
 
-    The images are first checked against `pin`'s content hash (`catdog.data.checksums`; None: not checked). A split
+    The images are first checked against `pin`'s content hash (`catdog.data.checksums`; None: not checked). The
+    `exclusions` leave after val and test are drawn, so excluding a file moves no other between them. A split
     leaving any class fewer than `min_holdout_per_class` images in val or in test raises ConfigError before any file
     is written.
     """
@@ -164,13 +194,14 @@ def make_split(
         check_content(dataset_dir, folders, pin.content_sha256, pin.content_list, source=str(dataset_dir), fix=again)
     train, train_rejects = scan(dataset_dir, train_folder, classes)
     holdout, holdout_rejects = scan(dataset_dir, holdout_folder, classes)
+    scanned = {e.path for e in train + holdout + train_rejects + holdout_rejects}
     holdout, duplicate_rejects = drop_cross_split_duplicates(train, holdout)
     val, test = stratified_split(holdout, test_fraction, seed)
-    check_holdout(val, test, classes, test_fraction, min_holdout_per_class)
-    splits = {"train": train, "val": val, "test": test}
+    splits, excluded = exclude({"train": train, "val": val, "test": test}, exclusions, scanned, dataset_dir)
+    check_holdout(splits["val"], splits["test"], classes, test_fraction, min_holdout_per_class)
     for name, entries in splits.items():
         write_csv(split_dir / f"{name}.csv", MANIFEST_FIELDS, entries)
-    rejects = train_rejects + holdout_rejects + duplicate_rejects
+    rejects = train_rejects + holdout_rejects + duplicate_rejects + excluded
     write_csv(split_dir / "rejects.csv", ("path", "reason"), rejects)
     write_settings(split_dir, seed, test_fraction)
     return splits, rejects

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from catdog.common.files import StudyFileMissing, read_json, required, write_text
 from catdog.data.manifests import data_version
-from catdog.report import image_sections, sections, study_card
+from catdog.report import audit_section, image_sections, sections, study_card
 from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP, explain
 from catdog.report.html import Html, Section, page
 from catdog.report.runs import config_differences, stage_times, this_stage, training_records
@@ -108,6 +108,7 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, 
         image_sections.mistakes(explained, MISCLASSIFIED_CAP),
         image_sections.correct(explained, CORRECT_PER_CLASS),
         data_card(cfg),
+        audit_section.audit(Path(cfg.data.dataset_dir)),
         image_sections.augmentation({v: o.augmentation for v, o in outputs.items() if o.augmentation.is_file()}),
         study_card.provenance(times, notes),
     ]

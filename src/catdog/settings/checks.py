@@ -43,6 +43,12 @@ def _is_sha256_or_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value) is not None)
 
 
+def _is_exclusion(entry: Any) -> bool:
+    """`{path: ..., reason: ...}`, both non-empty strings (a file `data.exclude` leaves out, and why)."""
+    keys = set(entry.keys()) if isinstance(entry, (dict, DictConfig)) else set()
+    return keys == {"path", "reason"} and all(isinstance(entry[k], str) and entry[k].strip() for k in keys)
+
+
 CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "study.seeds": (
@@ -59,6 +65,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.max_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.content_sha256": (_is_sha256_or_none, "64 hex digits, or null (no check)"),
     "data.archive_sha256": (_is_sha256_or_none, "64 hex digits, or null (no check)"),
+    "data.exclude": (
+        lambda v: isinstance(v, (list, ListConfig)) and all(map(_is_exclusion, v)),
+        "a list of {path, reason}, each a non-empty string",
+    ),
     "trainer.epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "trainer.image_size": (lambda v: _is_int(v) and v >= MIN_IMAGE_SIZE, f"an integer >= {MIN_IMAGE_SIZE}"),
