@@ -157,15 +157,17 @@ def test_the_features_are_cached_beside_the_decoded_images(audited) -> None:
 
 
 def test_an_excluded_file_leaves_the_split_and_changes_the_data_version(tmp_path: Path) -> None:
+    """Excluded files leave after val and test are drawn: excluding a val image moves no other image between them."""
     dataset = planted(tmp_path / "raw")
     split(dataset, tmp_path / "before")
-    holdout = [e.path for name in ("val", "test") for e in read_manifest(tmp_path / "before" / f"{name}.csv")]
-    out = [Exclusion(COPY, "the same photo as a hold-out image"), Exclusion(BLANK, "neither class")]
+    before = {n: [e.path for e in read_manifest(tmp_path / "before" / f"{n}.csv")] for n in ("val", "test")}
+    val_image = before["val"][0]
+    out = [Exclusion(COPY, "the same photo as a hold-out image"), Exclusion(val_image, "blurry")]
     splits, rejects = split(dataset, tmp_path / "after", out)
-    kept = {e.path for entries in splits.values() for e in entries}
-    assert not kept & {COPY, BLANK}
+    assert not {e.path for entries in splits.values() for e in entries} & {COPY, val_image}
     assert {r.path: r.reason for r in rejects}[COPY] == "excluded (data.exclude): the same photo as a hold-out image"
-    assert [e.path for n in ("val", "test") for e in read_manifest(tmp_path / "after" / f"{n}.csv")] == holdout
+    assert [e.path for e in splits["val"]] == before["val"][1:]
+    assert [e.path for e in splits["test"]] == before["test"]
     assert data_version(tmp_path / "after") != data_version(tmp_path / "before")
 
 
