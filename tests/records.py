@@ -63,7 +63,11 @@ def check_run_record(client: MlflowClient, root: Path, variant: str, epochs: int
     assert {f"models:/{m.model_id}" for m in logged} == {pointers["model_uri"], pointers["classifier_uri"]}
     assert (pointers["run_id"], pointers["experiment_id"]) == (run.info.run_id, run.info.experiment_id)
     assert record["params"] == run.data.params and record["run"] == run.info.run_name
-    assert record["tags"] == {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+    machine = json.loads(tags["machine_fingerprint"])  # the run's machine in full, lifted out of the tags
+    assert record["tags"] == {
+        k: v for k, v in tags.items() if not k.startswith("mlflow.") and k != "machine_fingerprint"
+    }
+    assert record["machine"] == machine and tags["machine_id"] == machine["id"]
     assert 0 < record["seconds"] <= (run.info.end_time - run.info.start_time) / 1000 + 1
     inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
     assert inputs == {("train", "training"), ("val", "validation")}

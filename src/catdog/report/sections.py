@@ -133,7 +133,7 @@ def compared_machines(details: dict) -> list[str]:
     words = details.get("machines", {})
     runs = {
         run: {"id": r["machine_id"], "words": words[r["machine_id"]]}
-        for run, r in details["runs"].items()
+        for run, r in details.get("runs", {}).items()
         if "machine_id" in r
     }
     return machines_note(runs) if runs else []
