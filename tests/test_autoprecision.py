@@ -1,5 +1,6 @@
 """trainer.precision=auto by measurement: the step timing on a tiny model, the decision and its margin, the cache
-(hit, miss, key), and the run's tag and metrics. The timings themselves are benchmarks (bench/profile.py)."""
+(hit, miss, and its key: the machine fingerprint with oneDNN's state and the thread count, and the workload), and the
+run's tag and metrics. The timings themselves are benchmarks (bench/auto_precision.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ import pytest
 from conftest import REPO, tiny_config
 from mlflow import MlflowClient
 
-from catdog.train import autoprecision
+from catdog.common.machine import ONEDNN_ENV
+from catdog.train import autoprecision, probe
 from catdog.train.precision import policy
 
 FAST = {"float32": 0.02, "bfloat16": 0.01}
+SAMPLES = Path(__file__).parent / "data" / "cpuinfo"
+KINDS = {
+    "zen3": "amd-epyc-25-1-1-milan.txt",
+    "ice-lake": "intel-xeon-6-106-6-ice-lake.txt",
+    "emerald-rapids": "intel-xeon-6-207-2-emerald-rapids.txt",
+}
 
 
 @pytest.fixture
@@ -42,10 +50,10 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list:
 @pytest.mark.slow
 def test_a_step_of_a_tiny_model_is_timed_after_its_first_steps() -> None:
     cfg = tiny_config("augmented")
-    model = autoprecision.probe_model(cfg, "float32")
-    seconds = autoprecision.seconds_per_step(model, autoprecision.probe_batches(cfg), budget_s=0.05)
+    model = probe.probe_model(cfg, "float32")
+    seconds = probe.seconds_per_step(model, probe.probe_batches(cfg), budget_s=0.05)
     assert 0 < seconds < 5
-    assert model.optimizer.iterations.numpy() >= autoprecision.UNTIMED_STEPS + 1  # stopped once the budget was spent
+    assert model.optimizer.iterations.numpy() >= probe.UNTIMED_STEPS + 1  # stopped once the budget was spent
 
 
 @pytest.mark.slow
@@ -66,11 +74,15 @@ def test_bfloat16_is_chosen_only_when_clearly_faster(float32, bfloat16, chosen) 
 
 
 def test_the_first_choice_measures_and_caches_the_next_reads_the_cache(cache: Path, measured: list) -> None:
+    from tensorflow.python.util import _pywrap_util_port
+
     cfg = tiny_config("baseline")
     first = autoprecision.choose(cfg)
     assert (first.precision, first.source, first.seconds_per_step) == ("bfloat16", "measured", FAST)
-    stored = json.loads(cache.read_text())[autoprecision.cache_key(cfg)]
-    assert stored["precision"] == "bfloat16" and stored["tensorflow"] and stored["model"] == "cnn"
+    stored = json.loads(cache.read_text())[autoprecision.cache_key(cfg, autoprecision.run_threads())]
+    assert stored["precision"] == "bfloat16" and stored["model"] == "cnn"
+    # The entry names the machine as the run's fingerprint does, with the oneDNN state TensorFlow runs here.
+    assert f"oneDNN {'on' if _pywrap_util_port.IsMklEnabled() else 'off'}" in stored["machine"]
     again = autoprecision.choose(cfg)
     assert (again.precision, again.source, again.seconds_per_step) == ("bfloat16", "cached", FAST)
     assert len(measured) == 1
@@ -89,15 +101,20 @@ def test_each_model_has_its_own_entry_and_an_unreadable_cache_is_measured_again(
     assert len(measured) == 3
 
 
-def test_the_key_names_the_bfloat16_flags_as_the_model_name_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny_config("baseline")
-    monkeypatch.setattr(autoprecision, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    with_bf16 = autoprecision.cache_key(cfg)
-    assert "avx512_bf16" in autoprecision.machine_key()["cpu"]
-    monkeypatch.setattr(autoprecision, "cpu_flags", lambda: {"avx512f"})
-    assert autoprecision.cache_key(cfg) != with_bf16
-    assert autoprecision.cache_key(cfg) != autoprecision.cache_key(tiny_config("baseline", "trainer.image_size=64"))
-    assert autoprecision.cache_key(cfg) == autoprecision.cache_key(tiny_config("baseline", "seed=7"))
+def key(kind: str = "zen3", env: dict[str, str] | None = None, threads: int = 2, *overrides: str) -> str:
+    cfg = tiny_config("baseline", *overrides)
+    return autoprecision.cache_key(cfg, threads, cpuinfo=SAMPLES / KINDS[kind], environ=env or {})
+
+
+def test_the_key_is_the_machine_fingerprint_and_the_workload() -> None:
+    base = key()
+    assert key("zen3", {ONEDNN_ENV: "1"}) != base  # only oneDNN's state differs: other kernels, other speeds
+    assert key("zen3", {ONEDNN_ENV: "0"}) == base  # the state TensorFlow runs here anyway
+    assert key("zen3", None, 1) != base  # only the thread count differs
+    assert key("ice-lake") != key("emerald-rapids")  # one model name, with and without bfloat16 and AMX
+    assert key("zen3", None, 2, "trainer.image_size=64") != base
+    assert key("zen3", None, 2, "seed=7") == base
+    assert key("zen3", None, 2, "trainer.precision=float32") == key("zen3", None, 2, "trainer.precision=auto")
 
 
 @pytest.mark.slow
@@ -126,7 +143,7 @@ def test_a_real_probe_leaves_no_trace_in_the_run(split_data: Path, cache, monkey
     assert history[0] == history[1]
 
 
-def test_the_benchmark_names_the_machine_and_what_auto_chose_and_how(cache: Path, measured: list) -> None:
+def test_the_benchmark_names_what_auto_chose_and_how(cache: Path, measured: list) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import auto_precision
 

@@ -1,34 +1,42 @@
 """`trainer.precision=auto` by measurement: time a few training steps of the run's own model in float32 and in
-bfloat16, interleaved, and train in the faster; remember the decision per machine, TensorFlow version and model.
+bfloat16, interleaved, and train in the faster; remember the decision per machine fingerprint and workload.
 
 A CPU flag says what a CPU can do, not what is faster on it: the same `model name` string covers CPUs with and
-without `avx512_bf16`, and where bfloat16 is native it still loses on some models. The decision is cached in
-`$CATDOG_CACHE_DIR/precision.json` (default `$XDG_CACHE_HOME/catdog/`, else `~/.cache/catdog/`), written
-atomically; delete the file to measure again.
+without `avx512_bf16`, and where bfloat16 is native it still loses on some models. The decision is cached
+(`catdog.train.probe`) in `$CATDOG_CACHE_DIR/precision.json` (default `~/.cache/catdog/`), keyed by the machine
+fingerprint without the precision (CPU kind and kernel flags, oneDNN on or off, TensorFlow's and Keras' versions, the
+run's threads), the visible GPUs and the workload (`probe.workload_key`); delete the file to measure again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import platform
-import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from catdog.common.files import write_json
-from catdog.common.machine import cpu_flags, cpu_model, cpuinfo_field
-from catdog.train.precision import CPU_FLAGS, POLICIES, policy
+from catdog.common.machine import CPUINFO, available_cores, fingerprint, words
+from catdog.train.precision import POLICIES
+from catdog.train.probe import (
+    CACHE_ENV,
+    cache_file,
+    cached,
+    digest,
+    machine_parts,
+    probe_batches,
+    probe_model,
+    seconds_per_step,
+    workload_key,
+)
 
-CACHE_ENV = "CATDOG_CACHE_DIR"
+__all__ = ["CACHE_ENV", "CACHE_NAME", "Decision", "cache_key", "choose", "faster", "measure"]
+
 CACHE_NAME = "precision.json"
 BUDGET_S = 0.5  # timed seconds per precision and round, after the untimed first steps
 ROUNDS = 2  # float32, bfloat16, float32, bfloat16: each precision's best round counts
-UNTIMED_STEPS = 2  # tracing, then the first allocations
 # bfloat16 must be this much faster to be chosen: float32's numbers are the ones that match across machines, and a
 # shared machine's noise should not flip a tie.
 MARGIN = 1.05
@@ -49,91 +57,28 @@ class Decision:
         return {f"precision_probe_{p}_ms_per_step": round(s * 1000, 3) for p, s in self.seconds_per_step.items()}
 
 
-def cache_file() -> Path:
-    """Where decisions are kept: `$CATDOG_CACHE_DIR`, `$XDG_CACHE_HOME/catdog` or `~/.cache/catdog`."""
-    folder = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catdog"
-    return Path(folder) / CACHE_NAME
-
-
-def machine_key() -> dict[str, str]:
-    """The machine as far as speed goes: CPU model name, its family/model/stepping and bfloat16 flags (one name
-    string covers CPUs with and without them), visible GPUs, TensorFlow's version."""
+def run_threads() -> int:
+    """The threads TensorFlow's pools run with in this process (0, TensorFlow's default, is every core)."""
     import tensorflow as tf
 
-    ids = "/".join(cpuinfo_field((f,)) or "?" for f in ("cpu family", "model", "stepping"))
-    gpus = tf.config.list_physical_devices("GPU")
-    return {
-        "cpu": f"{cpu_model()} ({ids}; {' '.join(sorted(cpu_flags() & set(CPU_FLAGS))) or 'no bf16 flags'})",
-        "gpus": ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus),
-        "machine": platform.machine(),
-        "tensorflow": tf.__version__,
-    }
+    return tf.config.threading.get_intra_op_parallelism_threads() or available_cores()
 
 
-def workload_key(cfg: DictConfig) -> dict[str, object]:
-    """What shapes one training step: the model, augmentation, optimizer, image and batch size, weight averaging."""
-    t = cfg.trainer
-    return OmegaConf.to_container(
-        OmegaConf.create(
-            {
-                "model": cfg.model,
-                "augment": cfg.augment,
-                "optimizer": cfg.optimizer._target_,
-                "trainer": {k: t[k] for k in ("image_size", "batch_size", "ema_momentum", "jit_compile")},
-            }
-        ),
-        resolve=True,
-    )
-
-
-def cache_key(cfg: DictConfig) -> str:
-    text = json.dumps({"machine": machine_key(), "workload": workload_key(cfg)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def seconds_per_step(model, dataset, budget_s: float = BUDGET_S, untimed: int = UNTIMED_STEPS) -> float:
-    """Seconds per training step of a compiled `model` over `dataset` (repeating), from the end of its `untimed`-th
-    step until `budget_s` seconds later (at least one more step)."""
-    import keras
-
-    class Clock(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ends: list[tuple[int, float]] = []
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            self.ends.append((batch, time.perf_counter()))
-            timed = self.ends[untimed - 1 :]
-            if len(timed) >= 2 and timed[-1][1] - timed[0][1] >= budget_s:
-                self.model.stop_training = True
-
-    clock = Clock()
-    model.fit(dataset, steps_per_epoch=1_000_000, epochs=1, callbacks=[clock], verbose=0)
-    (first, start), (last, end) = clock.ends[untimed - 1], clock.ends[-1]
-    return (end - start) / (last - first)
-
-
-def probe_model(cfg: DictConfig, precision: str):
-    """The run's model and optimizer in `precision`, compiled one step per call (so that a step can be timed)."""
-    from catdog.train.fit import compile_model, make_optimizer
-    from catdog.train.models import build_model
-
-    with policy(precision):
-        model = build_model(cfg, num_classes=len(cfg.data.classes))
-        probe = OmegaConf.merge(cfg, {"trainer": {"steps_per_execution": 1}})
-        compile_model(model, probe, make_optimizer(cfg, steps=1000))
-    return model
-
-
-def probe_batches(cfg: DictConfig):
-    """One batch of random pixels and labels, repeated: the probe times compute, not the input pipeline."""
-    import numpy as np
+def gpus() -> str:
+    """The visible GPUs by name (empty on a CPU)."""
     import tensorflow as tf
 
-    size, batch, classes = cfg.trainer.image_size, cfg.trainer.batch_size, len(cfg.data.classes)
-    rng = np.random.default_rng(0)  # its own generator: the run's seeded streams stay untouched
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    return tf.data.Dataset.from_tensors((images, np.arange(batch) % classes)).repeat()
+    found = tf.config.list_physical_devices("GPU")
+    return ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in found)
+
+
+def cache_key(
+    cfg: DictConfig, threads: int, *, cpuinfo: Path = CPUINFO, environ: Mapping[str, str] = os.environ
+) -> str:
+    """The decision's key: the machine fingerprint of a run with `threads` (oneDNN's state included, the precision it
+    decides left out), the visible GPUs, and the workload."""
+    machine = machine_parts(threads, None, ("precision",), cpuinfo=cpuinfo, environ=environ)
+    return digest({"machine": machine, "gpus": gpus(), "workload": workload_key(cfg)})
 
 
 def measure(cfg: DictConfig, rounds: int = ROUNDS, budget_s: float = BUDGET_S) -> dict[str, float]:
@@ -163,22 +108,16 @@ def faster(seconds: dict[str, float]) -> str:
     return "bfloat16" if seconds["float32"] >= MARGIN * seconds["bfloat16"] else "float32"
 
 
-def read_cache(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+def choose(cfg: DictConfig, threads: int | None = None) -> Decision:
+    """`auto`'s precision for this run, which trains with `threads` (None: as this process's thread pools run): the
+    cached decision for this machine fingerprint and workload, else measured and cached."""
+    threads = threads or run_threads()
 
+    def measured() -> dict:
+        seconds = measure(cfg)
+        decision = Decision(faster(seconds), "measured", {p: round(s, 6) for p, s in seconds.items()})
+        machine = words(fingerprint(threads))
+        return {**asdict(decision), "machine": machine, "model": cfg.model.name, "when": datetime.now(UTC).isoformat()}
 
-def choose(cfg: DictConfig) -> Decision:
-    """`auto`'s precision for this run: the cached decision for this machine and model, else measured and cached."""
-    path, key = cache_file(), cache_key(cfg)
-    entry = read_cache(path).get(key)
-    if entry:
-        return Decision(entry["precision"], "cached", entry["seconds_per_step"])
-    seconds = measure(cfg)
-    decision = Decision(faster(seconds), "measured", {p: round(s, 6) for p, s in seconds.items()})
-    entry = {**asdict(decision), **machine_key(), "model": cfg.model.name, "when": datetime.now(UTC).isoformat()}
-    # Read again just before writing: a run that measured meanwhile keeps its entry (a lost race only re-measures).
-    write_json(path, {**read_cache(path), key: entry})
-    return decision
+    entry, hit = cached(cache_file(CACHE_NAME), cache_key(cfg, threads), measured)
+    return Decision(entry["precision"], "cached" if hit else "measured", entry["seconds_per_step"])

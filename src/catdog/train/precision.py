@@ -6,8 +6,8 @@ after it.
   the hardware computes bfloat16 natively (AVX512-BF16 or AMX on x86 CPUs, Ampere or later GPUs); elsewhere
   TensorFlow emulates it and a run is slower than in float32, so it warns once.
 - auto: measured before the run (`catdog.train.autoprecision`): a few steps of the run's model in each precision, the
-  faster one chosen and cached per machine, TensorFlow version and model. The run's numbers then depend on the
-  machine, so the study's settings stay float32; auto is for sweeps, queued experiments and ad-hoc runs.
+  faster one chosen and cached per machine fingerprint and workload. The run's numbers then depend on the machine by a
+  whole precision; the study's settings stay float32 (docs/reproducibility.md, "Precision", says until when).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
-from catdog.common.machine import cpu_flags
+from catdog.common.machine import CPUINFO, cpu_flags
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -39,20 +40,21 @@ def gpu_has_bf16() -> bool:
 
 
 @functools.cache
-def native_bf16() -> str | None:
+def native_bf16(cpuinfo: Path = CPUINFO) -> str | None:
     """What computes bfloat16 natively on this machine (e.g. "CPU avx512_bf16"), or None."""
     if gpu_has_bf16():
         return "GPU"
-    flags = cpu_flags() & set(CPU_FLAGS)
+    flags = cpu_flags(cpuinfo) & set(CPU_FLAGS)
     return f"CPU {' '.join(sorted(flags))}" if flags else None
 
 
-def resolve(setting: str) -> str:
+def resolve(setting: str, cpuinfo: Path = CPUINFO) -> str:
     """The precision a run with `setting` (float32 or bfloat16) trains in; `auto` needs the run's model, so
-    `catdog.train.autoprecision.choose` resolves it."""
+    `catdog.train.autoprecision.choose` resolves it. bfloat16 warns where the CPU (`cpuinfo`) and GPUs only emulate
+    it."""
     if setting not in POLICIES:
         raise ValueError(f"resolve({setting!r}): auto is resolved by measuring the run's model (autoprecision.choose)")
-    if setting == "bfloat16" and not native_bf16():
+    if setting == "bfloat16" and not native_bf16(cpuinfo):
         warnings.warn(
             "trainer.precision=bfloat16 on hardware without native bfloat16 (no avx512_bf16/amx_bf16 CPU flag, no "
             "GPU of compute capability >= 8.0): TensorFlow emulates it, usually slower than float32; "
