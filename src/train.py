@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 from catdog.data.require import require_data
 from catdog.settings.checks import validate
 from catdog.settings.hydra_app import hydra_entry, name_sweep_job
+from catdog.train import onednn
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -14,6 +15,7 @@ def main(cfg: DictConfig) -> float:
     validate(cfg)  # before TensorFlow is imported: a mistyped value fails in about a second
     require_data(cfg.data, ("train", "val"))  # and so does a fresh checkout before `dvc repro split`
     name_sweep_job(cfg)
+    onednn.apply(cfg)  # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, as the next line imports it
     from catdog.train.run import train
 
     metrics = train(cfg)

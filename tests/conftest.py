@@ -22,7 +22,7 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from catdog.common.machine import available_cores
+from catdog.common.machine import ONEDNN_ENV, available_cores, cpu_flags, onednn_state
 from catdog.settings.params import compose_config
 from catdog.settings.project import PROJECT_ENV
 
@@ -31,6 +31,9 @@ CONF = REPO / "conf"
 # Tests run in temporary folders: where no params.yaml is above the working directory, this checkout is the project
 # (a copied project, as the pipeline tests make, is found from its own folder first).
 os.environ.setdefault(PROJECT_ENV, str(REPO))
+# Every training process of the suite runs TensorFlow's default kernels for this CPU, as runs in the suite's own process
+# do: trainer.onednn=auto would first time each tiny workload in child processes (tests/test_onednn.py tests it).
+os.environ.setdefault(ONEDNN_ENV, "1" if onednn_state(cpu_flags(), {})["on"] else "0")
 KERAS_WEIGHTS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
 TINY_SIZE = 32
 # The study's transfer size: Keras keeps one ImageNet checkpoint per input size, and .ci/run seeds this one only.
