@@ -16,7 +16,6 @@ LR_SCHEDULES = ("constant", "cosine")
 OUTPUTS = ("adhoc", "study")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ONEDNN_SETTINGS = ("auto", "on", "off")
-ONEDNN_SETTINGS = ("auto", "on", "off")
 MIN_IMAGE_SIZE = 32
 
 
@@ -82,7 +81,6 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.outputs": (lambda v: v in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
     "trainer.threads": (lambda v: v == "auto" or (_is_int(v) and v >= 1), "auto, or an integer >= 1"),
     "trainer.precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    "trainer.onednn": (lambda v: v in ONEDNN_SETTINGS, f"one of {', '.join(ONEDNN_SETTINGS)}"),
     "trainer.onednn": (lambda v: v in ONEDNN_SETTINGS, f"one of {', '.join(ONEDNN_SETTINGS)}"),
 }
 
