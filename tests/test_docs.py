@@ -173,7 +173,7 @@ def node_at(cfg: DictConfig, key: str) -> object | None:
     """The config node at dotted `key`, unresolved (an interpolation stays one, a mandatory `???` too), or None."""
     node = cfg
     for part in key.split("."):
-        if not OmegaConf.is_dict(node) or part not in node.keys():
+        if not OmegaConf.is_dict(node) or part not in node.keys():  # noqa: SIM118 (`in` on a DictConfig misses `???` keys)
             return None
         node = node._get_node(part)
     return node
