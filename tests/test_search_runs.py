@@ -208,3 +208,62 @@ def test_workers_sharing_a_database_draw_apart_share_one_parent_rerun_a_stale_tr
     experiment = client.get_experiment_by_name("catdog-search").experiment_id
     parents = client.search_runs([experiment], "attributes.run_name = 'search baseline'")
     assert len(parents) == 1 and parents[0].data.tags["optuna_storage"].startswith("postgresql+psycopg://postgres:***@")
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has exited)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_search_leaves_no_training_behind(split_data: Path, stop: signal.Signals) -> None:
+    """Stopped while two seeds train in parallel (joblib), the search takes its training command and both workers
+    with it: SIGTERM as Ctrl-C would (its MLflow runs closed KILLED), SIGKILL through each process's parent-death
+    signal."""
+    argv = [*SEARCH, *TINY, "search.n_trials=1", "trainer.epochs=60", "trainer.early_stopping.enabled=false"]
+    argv += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    search = subprocess.Popen(argv, cwd=split_data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    states = split_data / "checkpoints"
+    try:
+        wait_for(lambda: len(list(states.rglob("state.json"))) == 2)  # both seeds trained an epoch
+        below = descendants(search.pid)
+        assert len(below) >= 3  # the training command and its two joblib workers, at least
+        search.send_signal(stop)
+        search.wait(timeout=120)
+        wait_for(lambda: not alive(below), timeout_s=60)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    if stop == signal.SIGTERM:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name("catdog-search").experiment_id
+        (parent,) = client.search_runs([experiment], "attributes.run_name = 'search baseline'")
+        assert parent.info.status == "KILLED"
+        assert "trial 0 interrupted: " in search.stdout.read()

@@ -16,18 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from catdog.common.processes import stop_group
+from catdog.common.processes import DIE_WITH_PARENT_ENV, stop_group
 from catdog.settings.project import project_dir
 from catdog.settings.run_files import Outputs
 from catdog.train.checkpoints import STATE_FILE
 from catdog.train.dead_runs import METRIC
 
-# Linux: the training command gets SIGTERM when the search dies (`kill -9` included), so no orphan trains on into
-# the checkpoints a retried trial resumes from; it exits at once if the search is already gone.
+# Linux: the training command gets SIGTERM when the search dies (`kill -9` included), and each joblib worker when
+# the command does, so no orphan trains on into the checkpoints a retried trial resumes from; it exits at once if
+# the search is already gone.
 DIE_WITH_PARENT = (
     "import ctypes, os, signal, sys\n"
     "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
     "os.getppid() == int(sys.argv[1]) or os._exit(1)\n"
+    f"os.environ['{DIE_WITH_PARENT_ENV}'] = '1'  # its sweep's workers die with it (catdog.common.processes)\n"
     "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
 )
 JOBLIB = "hydra/launcher=joblib"

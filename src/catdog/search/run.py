@@ -10,6 +10,7 @@ from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from catdog.common.processes import interrupt_on_stop
 from catdog.data.require import require_data
 from catdog.search.apply import apply_best, best_trial
 from catdog.search.budget import OVERRIDES, Budget, recover
@@ -71,6 +72,7 @@ def search(cfg: DictConfig, task: list[str], hydra: list[str], folder: Path) -> 
     spec = cfg.search
     check(spec)
     check_params_keys(spec)
+    interrupt_on_stop()  # a SIGTERM stops the trial's training too, and closes the MLflow runs as KILLED
     args = training_args(cfg, task, hydra)
     compose_trial(args)  # the settings every trial shares, checked before anything is opened
     require_data(cfg.data, ("train", "val"))

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors
+from catdog.common.processes import die_with_parent
 from catdog.settings.checks import ConfigError
 
 RUN_FOLDER = "run_folder"
@@ -106,6 +107,7 @@ def hydra_entry(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
 
     @functools.wraps(main)
     def task(cfg: DictConfig) -> Any:
+        die_with_parent()  # a search's training command, a joblib worker of it included
         quiet_console()
         try:
             return main(cfg)
