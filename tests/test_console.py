@@ -121,6 +121,36 @@ def test_matplotlib_builds_its_font_cache_without_saying_so(tmp_path: Path, debu
     assert "another warning" in done.stderr
 
 
+# A new MLflow store logs its tables' creation at INFO; a logged model, MLflow's pip-version warning (uv's
+# environments hold no pip) and a download bar; Hugging Face datasets' start-up line, at INFO.
+LIBRARIES = """
+import logging, sys
+from catdog.common.console import quiet_console
+quiet_console()
+logging.basicConfig(level=logging.INFO)  # as Hydra's job logging does
+import mlflow
+mlflow.MlflowClient(f"sqlite:///{sys.argv[1]}/mlflow.db").search_experiments()
+logging.getLogger("mlflow.utils.environment").warning("Failed to resolve installed pip version. pip is added")
+logging.getLogger("mlflow.utils.environment").warning("another warning")
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+print("bars", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get(), file=sys.stderr)
+import datasets
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("debug", [False, True])
+def test_mlflow_and_datasets_keep_their_news_to_themselves(tmp_path: Path, debug: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATASETS_"))}
+    env["CATDOG_DEBUG"] = "1" if debug else "0"
+    argv = [sys.executable, "-c", LIBRARIES, str(tmp_path)]
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert ("Creating initial MLflow database tables" in done.stderr) is debug, done.stderr
+    assert ("Failed to resolve installed pip version" in done.stderr) is debug
+    assert ("TensorFlow version" in done.stderr and "available" in done.stderr) is debug
+    assert f"bars {debug}" in done.stderr and "another warning" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "asked"),
     [

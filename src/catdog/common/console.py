@@ -12,7 +12,8 @@ open (a progress bar) goes through after `HELD_S`. The filter runs in a session 
 process, not it) and ends when the last writer closes the pipe, so what a crashing process wrote still comes through;
 at exit the process waits for it. TF_CPP_MIN_LOG_LEVEL defaults to 2 (errors only) for what TensorFlow logs later.
 matplotlib's "Matplotlib is building the font cache" (logged once per user, as its first import builds the cache) is
-dropped at its logger. Every entry point calls `quiet_console` first.
+dropped at its logger, and the libraries' chatter at their own switches (`LIBRARY_ENV`, MLflow's pip-version
+warning). Every entry point calls `quiet_console` first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ HIDDEN = re.compile(
     rb"|[IWEF]\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports \w+ only on platforms with AVX-512"
 )
 FONT_CACHE = "Matplotlib is building the font cache"
+# What libraries print that is no news to the user, each at its own switch: MLflow's INFO lines (a new store's
+# tables, uv project detection, input example checks) and its artifact download bars, which every logged model
+# shows, and Hugging Face datasets' "TensorFlow version ... available" (cleanlab's Datalab imports it). Defaults:
+# a variable the user set wins.
+LIBRARY_ENV = {
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "DATASETS_VERBOSITY": "warning",
+}
+# MLflow warns at every logged model that it cannot find pip's version: uv's environments hold no pip, and only the
+# logged model's conda.yaml, which this project does not use to serve, lacks the pin.
+PIP_VERSION = "Failed to resolve installed pip version"
 HELD_S = 0.1  # how long an unfinished line waits for its end before it is written as it is
 EXIT_WAIT_S = 5.0  # at exit, how long the process waits for the filter to write what it still holds
 # The filter, run as `python -I -S -c FILTER <pattern>`: no site, no catdog, nothing to import but the standard library.
@@ -79,6 +92,23 @@ def is_hidden(line: bytes) -> bool:
 
 def _not_font_cache(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(FONT_CACHE)
+
+
+def _not_pip_version(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(PIP_VERSION)
+
+
+def _quiet_libraries() -> None:
+    """The libraries' own switches (read when they log), and MLflow's loggers where it is imported already."""
+    for name, value in LIBRARY_ENV.items():
+        os.environ.setdefault(name, value)
+    if "mlflow" in sys.modules:
+        logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])
+    # datasets logs its start-up line as it is imported, before its verbosity setting is read.
+    logging.getLogger("datasets").setLevel(os.environ["DATASETS_VERBOSITY"].upper())
+    environment = logging.getLogger("mlflow.utils.environment")
+    if _not_pip_version not in environment.filters:
+        environment.addFilter(_not_pip_version)
 
 
 def _filter_stderr() -> None:
@@ -124,6 +154,7 @@ def quiet_console() -> None:
     if asked_for_banner():
         return
     os.environ.setdefault(LEVEL_ENV, QUIET_LEVEL)
+    _quiet_libraries()
     fonts = logging.getLogger("matplotlib.font_manager")
     if _not_font_cache not in fonts.filters:
         fonts.addFilter(_not_font_cache)
