@@ -197,10 +197,12 @@ def split_tiny(dataset: Path, split_dir: Path) -> None:
 
 
 def tiny_overrides(variant: str, outputs: str = "study") -> list[str]:
-    """Overrides that shrink a variant to seconds: tiny images, one epoch, random backbone weights; `outputs`
-    study writes where the study's train stage does (models/<name>/, metrics/, plots/)."""
+    """Overrides that shrink a variant to seconds: tiny images, one epoch, random backbone weights, the study's
+    first seed only (a test that wants more sets `study.seeds` after these); `outputs` study writes where the study's
+    train stage does (models/<name>/, metrics/, plots/)."""
     base = [
         f"variant={variant}",
+        "study.seeds=[42]",
         f"trainer.image_size={TINY_SIZE}",
         "trainer.epochs=1",
         "trainer.batch_size=8",

@@ -56,7 +56,7 @@ def copy_project(dest: Path) -> None:
 
 def shrink(project: Path, archive: Path) -> None:
     """Tiny images, tiny expected counts, the generated archive's sha256 and its images' content pin, random backbone
-    weights (the transfer variant's and the audit's), one epoch per variant, nothing excluded."""
+    weights (the transfer variant's and the audit's), one epoch per variant and one seed, nothing excluded."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
@@ -74,6 +74,7 @@ def shrink(project: Path, archive: Path) -> None:
     tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
     edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
     edit_yaml(project / "params.yaml", lambda p: p["data"].update(exclude=[]))  # the study's files are not in it
+    edit_yaml(project / "params.yaml", lambda p: p["study"].update(seeds=[42]))  # its tests are of the pipeline
 
 
 def pin_images(archive: Path, listing_file: Path) -> str:
