@@ -68,6 +68,8 @@ def check_run_record(client: MlflowClient, root: Path, variant: str, epochs: int
         k: v for k, v in tags.items() if not k.startswith("mlflow.") and k != "machine_fingerprint"
     }
     assert record["machine"] == machine and tags["machine_id"] == machine["id"]
+    # The oneDNN decision made before TensorFlow started, as the fingerprint sees it.
+    assert tags["onednn"] == ("on" if machine["onednn"]["on"] else "off") and tags["onednn_decision"]
     assert 0 < record["seconds"] <= (run.info.end_time - run.info.start_time) / 1000 + 1
     inputs = {(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs}
     assert inputs == {("train", "training"), ("val", "validation")}

@@ -16,6 +16,7 @@ from catdog.data.manifests import check_split_settings
 from catdog.settings.checks import validate
 from catdog.tracking.connect import TrackingUnavailable, connect, lost, tracking_uri
 from catdog.tracking.provenance import machine_tags
+from catdog.train import onednn
 from catdog.train.autoprecision import choose
 from catdog.train.checkpoints import Checkpoints, State
 from catdog.train.fit import TrainingDiverged, prepare_model, restore_best, run_phases, steps_per_epoch
@@ -62,10 +63,12 @@ def train(cfg: DictConfig) -> dict:
     version = check_split_settings(cfg.data)
     uri = tracking_uri(cfg.tracking.uri)
     experiment_id = connect(uri, cfg.tracking.experiment, cfg.tracking.connect_timeout_s)
-    tags, metrics = {"tf_threads": str(threads)}, {}
+    dnn = onednn.decision()  # made before TensorFlow was imported (src/train.py): recorded here
+    tags, metrics = {"tf_threads": str(threads), **dnn.tags()}, dnn.metrics()
     if cfg.trainer.precision == "auto":  # before the run's seeds are set: the probe's models leave no trace
-        decision = choose(cfg)
-        precision, metrics = decision.precision, decision.metrics()
+        decision = choose(cfg, threads)
+        precision = decision.precision
+        metrics |= decision.metrics()
         tags.update(decision.tags())
     else:
         precision = resolve(cfg.trainer.precision)
