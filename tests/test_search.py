@@ -474,10 +474,13 @@ def test_a_run_that_cannot_learn_is_tagged_and_flagged(signal_free_data: Path) -
     job = signal_free_data / "job"  # the run's metrics where a trial's seed job writes them
     job.mkdir()
     shutil.copyfile(signal_free_data / "metrics" / "train" / "baseline-42.json", job / "metrics.json")
+    assert read_result(job, 42) is None  # not finished before its record, the run's last file, is written
+    shutil.copyfile(signal_free_data / "records" / "train" / "baseline-42.json", job / "run.json")
     read = read_result(job, 42)
-    assert (read.seed, read.best_val_accuracy, read.did_not_learn, read.run_id, read.epochs) == (42, 0.5, True, None, 2)
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("catdog-study").experiment_id])
+    assert (read.seed, read.best_val_accuracy, read.did_not_learn, read.epochs) == (42, 0.5, True, 2)
+    assert (read.run_id, read.machine) == (run.info.run_id, run.data.tags["machine_id"])
     assert run.data.tags["did_not_learn"] == "true"
     # The run names its machine in MLflow and in its record: the fingerprint of this machine, its threads, float32.
     record = json.loads((signal_free_data / "records" / "train" / "baseline-42.json").read_text())

@@ -102,12 +102,14 @@ def command(train_args: list[str], seeds: list[int], trial_dir: Path) -> list[st
 
 
 def read_result(job_dir: Path, seed: int) -> SeedResult | None:
-    """A finished seed's result from its job folder (metrics.json, and run.json: the run's record), or None."""
+    """A finished seed's result from its job folder (metrics.json, and run.json: the run's record), or None. A seed
+    is finished once its record is written: the run writes it last (catdog.train.outputs.write_outputs), seconds
+    after metrics.json, and a result read in between would lack the run's id and machine."""
     outputs = Outputs.in_folder(job_dir)
-    if not outputs.metrics.is_file():
+    if not (outputs.metrics.is_file() and outputs.record.is_file()):
         return None
     metrics = json.loads(outputs.metrics.read_text(encoding="utf-8"))
-    record = json.loads(outputs.record.read_text(encoding="utf-8")) if outputs.record.is_file() else {}
+    record = json.loads(outputs.record.read_text(encoding="utf-8"))
     return SeedResult(
         seed,
         float(metrics["best_val_accuracy"]),
