@@ -101,7 +101,10 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list]
     return root, report, findings
 
 
-needs_weights = pytest.mark.requires("imagenet")
+def needs_weights(test):
+    """An audit of the planted data set with the real ImageNet backbone: TensorFlow in this process for ~30 s, so in
+    the full suite only."""
+    return pytest.mark.slow(pytest.mark.requires("imagenet")(test))
 
 
 def named(findings: list, kind: str) -> list[set[str]]:

@@ -137,7 +137,12 @@ def test_a_short_study_trained_two_at_once_tracks_every_epoch_once_through_the_s
         _, err = training.communicate(timeout=600)
         assert training.returncode == 0, err[-3000:]
     result = run_entry(
-        "compare.py", "study.variants=[baseline,augmented]", *expected_overrides(), cwd=split_data, env=env
+        "compare.py",
+        "study.variants=[baseline,augmented]",
+        "study.seeds=[42]",
+        *expected_overrides(),
+        cwd=split_data,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = team.client(monkeypatch)
