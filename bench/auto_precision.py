@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from outputs import RESULTS, run_record, save
+from outputs import RESULTS, run_record, save, training_onednn
 from throughput import VARIANTS, variant_config
 
 from catdog.common.console import quiet_console
@@ -45,12 +45,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fresh", action="store_true", help="measure in a throwaway cache, not the user's")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    threads = size_thread_pools(variant_config(args.variants[0], []).trainer.threads)  # as a training run sizes them
+    configs = {v: variant_config(v, ["trainer.precision=auto"]) for v in args.variants}
+    onednn = training_onednn(configs)  # as training runs it: the probe times the kernels the run would use
+    threads = size_thread_pools(configs[args.variants[0]].trainer.threads)  # as a training run sizes them
     with tempfile.TemporaryDirectory() if args.fresh else contextlib.nullcontext() as fresh:
         if fresh:
             os.environ[CACHE_ENV] = fresh
         rows = [decide(variant) for variant in args.variants]
-    settings = {"precision": "auto", "batch size": "each variant's", "threads": threads,
+    settings = {"precision": "auto", "batch size": "each variant's", "threads": threads, "oneDNN": onednn,
                 "cache": "a throwaway one (--fresh)" if args.fresh else "the user's"}  # fmt: skip
     results = {"run": run_record(__file__, argv, settings, threads, "auto"), "rows": rows}
     save(args.out, "auto_precision", "What trainer.precision=auto chooses", results, HEADER + "\n".join(rows) + "\n")

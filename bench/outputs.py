@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 from catdog.common.files import write_text
-from catdog.common.machine import fingerprint, words
+from catdog.common.machine import ONEDNN_ENV, fingerprint, words
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -30,18 +32,42 @@ def commit() -> str:
     return head.stdout.strip() + (" with uncommitted changes" if changed else "")
 
 
+def training_onednn(configs: dict[str, DictConfig]) -> str:
+    """Run oneDNN in this process as the variants' training would (`trainer.onednn`: catdog.train.onednn.apply),
+    before TensorFlow is imported; its state and source, e.g. `on (cached)`. One process runs one state: a variant
+    whose training would run the other stops the benchmark, named (benchmark it alone with --variants)."""
+    from catdog.train import onednn
+
+    (first, cfg), *rest = configs.items()
+    applied = onednn.apply(cfg)
+    decided = applied.source in ("measured", "cached", "setting")  # not by the user's variable or an earlier import
+    own = {v: onednn.choose(c).on if str(c.trainer.onednn) == "auto" else str(c.trainer.onednn) == "on" for v, c in rest
+           if decided}  # fmt: skip
+    if other := [v for v in own if own[v] != applied.on]:
+        raise SystemExit(f"{', '.join(other)} train with oneDNN {onednn.name(not applied.on)} and {first} with it "
+                         f"{onednn.name(applied.on)} here (trainer.onednn): benchmark them apart with --variants")  # fmt: skip
+    return f"{onednn.name(applied.on)} ({applied.source})"
+
+
 def run_record(
-    script: str, argv: list[str] | None, settings: dict[str, Any], threads: int | None, precision: str | None
+    script: str,
+    argv: list[str] | None,
+    settings: dict[str, Any],
+    threads: int | None,
+    precision: str | None,
+    onednn: bool | None = None,
 ) -> dict[str, Any]:
-    """The record that heads a results file: `script` (a path in bench/) run with `argv` (None: this process's)."""
+    """The record that heads a results file: `script` (a path in bench/) run with `argv` (None: this process's);
+    `onednn`, the state its child processes ran where it differs from this process's (None: this process's)."""
     args = sys.argv[1:] if argv is None else argv
+    environ = os.environ if onednn is None else {**os.environ, ONEDNN_ENV: "1" if onednn else "0"}
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit(),
         "command": " ".join(["uv run --locked python", f"bench/{Path(script).name}", *args]),
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "settings": settings,
-        "machine": fingerprint(threads, precision),
+        "machine": fingerprint(threads, precision, environ=environ),
     }
 
 

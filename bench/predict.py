@@ -1,16 +1,8 @@
-"""Prediction throughput: images/s from JPEG files on disk to labels, through the classifier `src/predict.py` uses,
-beside the model-only bound and the served path.
-
-Over the first `--images` images of the test split, three ways, each in three modes (all images in one call, in
-calls of `--batch-size`, one image per call):
-- end to end: reading the files, base64, decoding and resizing (the training pipeline's decode), the model and the
-  softmax, in this process;
-- model only: the same model and softmax on the images decoded beforehand, in the classifier's own chunks (the bound
-  the end-to-end path approaches);
-- served: `mlflow models serve` of the model URI (`served.py`), one HTTP request per call, the client's reading and
-  encoding counted; only for a logged classifier's URI (a `.keras` file, or `--no-serve`, leaves it out).
-Each (way, mode) runs `--repeats` times, interleaved, and keeps its best; all must agree on every label. Writes
-results/predict.json and .md.
+"""Prediction throughput: images/s from JPEG files on disk to labels, over the first `--images` test-split images,
+three ways (end to end through the classifier `src/predict.py` uses; model only, on images decoded beforehand: the
+bound; served, by `mlflow models serve` through `served.py`, for a logged classifier's URI only) in three call sizes
+(all at once, `--batch-size`, one by one), interleaved, best of `--repeats`; every way and size must agree on every
+label. More in bench/README.md. Writes results/predict.json and .md.
 
     uv run --locked python bench/predict.py                                # the registry's champion, 200 images
     uv run --locked python bench/predict.py --model models/baseline-42/model.keras --images 100   # not served
@@ -30,13 +22,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import numpy as np  # noqa: E402
 from outputs import RESULTS, run_record, save, table_row  # noqa: E402
-from served import ServedModel  # noqa: E402
+from served import ServedModel, first_test_images  # noqa: E402
 
 from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors  # noqa: E402
 from catdog.common.machine import available_cores  # noqa: E402
-from catdog.data.manifests import read_manifest  # noqa: E402
-from catdog.data.require import require_data  # noqa: E402
 from catdog.predict.label_files import find_predictor, predict_files, project_config  # noqa: E402
 from catdog.predict.loading import default_model, store_uri  # noqa: E402
 from catdog.serve.classifier import MODEL_BATCH, ImageClassifier, softmax  # noqa: E402
@@ -135,9 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--images, --batch-size and --repeats must be >= 1")
     cfg = project_config()
     model = args.model or default_model(cfg)
-    require_data(cfg.data, ("test",))
-    entries = read_manifest(Path(cfg.data.split_dir) / "test.csv")[: args.images]
-    files = [Path(cfg.data.dataset_dir) / e.path for e in entries]
+    files = first_test_images(cfg, args.images)
     predictor = find_predictor(model, cfg)
     serve = not (args.no_serve or Path(model).suffix == ".keras")
     with tempfile.TemporaryDirectory() as tmp:

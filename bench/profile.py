@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from outputs import RESULTS, run_record, save, table_row
+from outputs import RESULTS, run_record, save, table_row, training_onednn
 from profile_trace import CLASSES, EMA_SCOPE, latest_trace, op_events, per_step, top_ops
 from throughput import VARIANTS, train_split, variant_config
 
@@ -116,11 +116,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--override", action="append", default=[], help="Hydra override for every variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    configs = {v: variant_config(v, args.override) for v in args.variants}
+    onednn = training_onednn(configs)  # before TensorFlow is imported
     import tensorflow as tf
 
     from catdog.train.threads import size_thread_pools
 
-    configs = {v: variant_config(v, args.override) for v in args.variants}
     threads = size_thread_pools(configs[args.variants[0]].trainer.threads)  # intra-op: the study's
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     steps = {}
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         precisions = profile_variant(cfg, n, args.warmup_steps or n, args.rounds)
         steps[variant] = {"batch_size": cfg.trainer.batch_size, "steps": n, "precisions": precisions}
     settings = {"precision": "float32 and bfloat16", "batch size": "per row", "threads": threads,
-                "inter-op threads": args.inter_op_threads, "rounds": args.rounds}  # fmt: skip
+                "inter-op threads": args.inter_op_threads, "oneDNN": onednn, "rounds": args.rounds}  # fmt: skip
     results = {"run": run_record(__file__, argv, settings, threads, "float32 and bfloat16"), "steps": steps}
     save(args.out, "profile", "One training step by op class (ms per step)", results, markdown(steps))
     return results

@@ -18,20 +18,18 @@ import itertools
 import json
 import struct
 import tempfile
-import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from outputs import RESULTS, run_record, save
-from served import MIB, REQUEST_TIMEOUT_S, ServedModel, request_body
+from served import MIB, REQUEST_TIMEOUT_S, ServedModel, first_test_images, request_body
 
 from catdog.common.console import quiet_console
 from catdog.common.errors import reports_user_errors
 from catdog.common.machine import available_cores
-from catdog.data.manifests import read_manifest
-from catdog.data.require import require_data
 from catdog.predict.label_files import project_config
 from catdog.predict.loading import store_uri
 
@@ -70,13 +68,9 @@ def client_loop(served: ServedModel, bodies: list[bytes], counter: itertools.cou
 def run_load(served: ServedModel, bodies: list[bytes], clients: int) -> tuple[list[tuple[int, str, float]], float]:
     """Each body posted once by `clients` concurrent clients: (status, text, seconds) per body, and the wall time."""
     out: list = [None] * len(bodies)
-    counter = itertools.count()
-    threads = [threading.Thread(target=client_loop, args=(served, bodies, counter, out)) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    counter, started = itertools.count(), time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda _: client_loop(served, bodies, counter, out), range(clients)))  # raises a client's error
     return out, time.perf_counter() - started
 
 
@@ -178,13 +172,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_jpegs(cfg, count: int) -> list[bytes]:
-    """The first `count` test-split images' bytes."""
-    require_data(cfg.data, ("test",))
-    entries = read_manifest(Path(cfg.data.split_dir) / "test.csv")[:count]
-    return [(Path(cfg.data.dataset_dir) / e.path).read_bytes() for e in entries]
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a .keras file, or a classifier's URI in the tracking store")
@@ -195,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cfg = project_config()
-    files = test_jpegs(cfg, args.distinct_images)
+    files = [f.read_bytes() for f in first_test_images(cfg, args.distinct_images)]
     png = bomb_png(BOMB_SIDE, BOMB_SIDE)
     bomb = request_body([png])
     settings = {"model": f"`{args.model}`", "server": "`mlflow models serve`, 1 uvicorn worker, loopback",

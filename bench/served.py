@@ -15,12 +15,20 @@ import sys
 from pathlib import Path
 
 from catdog.common.processes import stop_group
+from catdog.data.manifests import read_manifest
+from catdog.data.require import require_data
 from catdog.serve.schema import IMAGE_COLUMN
 from catdog.team.loopback import ServerStartError, free_port, wait_http
 
 START_LIMIT_S = 300
 REQUEST_TIMEOUT_S = 300
 MIB = 1 << 20
+
+
+def first_test_images(cfg, count: int) -> list[Path]:
+    """The first `count` images of the test split (the user is told to run `dvc repro split` where there is none)."""
+    require_data(cfg.data, ("test",))
+    return [Path(cfg.data.dataset_dir) / e.path for e in read_manifest(Path(cfg.data.split_dir) / "test.csv")[:count]]
 
 
 def request_body(files: list[bytes]) -> bytes:

@@ -1,12 +1,7 @@
-"""Training throughput (images/s) of each study variant through three input pipelines, against targets.
-
-a (project): the project's decoded-once uint8 split through `catdog.data.dataset.batches`, in the variant's
-`trainer.precision` (or the one `--precision` forces). b (reference): the original study's
-`keras.utils.image_dataset_from_directory`, decoding the JPEGs every epoch, in float32 and, for the CNNs, with a
-float64 first Conv2D. c (bound): the project's model over one float32 batch held in memory, in float32 and bfloat16.
-Every cell builds, seeds and compiles its model as training does, with TensorFlow's threads sized as training sizes
-them, and times `model.fit` after an untimed warm-up; each cell's best of `--repeats` interleaved runs is kept. Each
-variant runs in a process of its own, so its peak RSS is its own. Writes results/throughput.json and .md.
+"""Training throughput (images/s) of each study variant through three input pipelines (a: the project's, b: the
+original study's `image_dataset_from_directory`, c: one batch held in memory, the bound), against targets; each
+variant in a process of its own, with oneDNN and threads as its training runs them. The cells, the ratios and the
+targets: bench/README.md. Writes results/throughput.json and .md.
 
     uv run --locked python bench/throughput.py                       # the study's four variants, one epoch each
     uv run --locked python bench/throughput.py --variants baseline scaled --steps 20
@@ -26,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from outputs import RESULTS, ROOT, run_record, save, table_row
+from outputs import RESULTS, ROOT, run_record, save, table_row, training_onednn
 from tqdm import tqdm
 
 from catdog.common.console import quiet_console
@@ -46,14 +41,8 @@ TIME_RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
 
 def overrides_for(variant: str, overrides: list[str]) -> list[str]:
     """The overrides that apply to `variant`: unscoped ones, and those prefixed `variant:`."""
-    chosen = []
-    for item in overrides:
-        scope, colon, override = item.partition(":")
-        if not (colon and scope in VARIANTS):
-            chosen.append(item)
-        elif scope == variant:
-            chosen.append(override)
-    return chosen
+    return [rest if colon and scope in VARIANTS else item for item in overrides
+            for scope, colon, rest in [item.partition(":")] if not (colon and scope in VARIANTS) or scope == variant]  # fmt: skip
 
 
 def variant_config(variant: str, overrides: list[str], image_size: int | None = None) -> DictConfig:
@@ -141,12 +130,14 @@ def measure(cfg: DictConfig, pipeline: str, precision: str, feed: tuple, steps: 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """A variant's cells, interleaved `--repeats` times, each cell's best run kept (on a shared VM one fit can run
-    at half the speed of the next for reasons outside the process); run in a child process of its own."""
+    at half the speed of the next for reasons outside the process); run in a child process of its own, with oneDNN
+    as the variant's training runs it."""
+    cfg = variant_config(variant, args.override, args.image_size)
+    onednn = training_onednn({variant: cfg})  # before the imports below bring TensorFlow in
     from catdog.train.autoprecision import choose
     from catdog.train.precision import resolve
     from catdog.train.threads import size_thread_pools
 
-    cfg = variant_config(variant, args.override, args.image_size)
     threads = size_thread_pools(cfg.trainer.threads)
     setting = cfg.trainer.precision if args.precision == "study" else args.precision
     project = choose(cfg).precision if setting == "auto" else resolve(setting)
@@ -163,7 +154,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
                 bar.update()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return summarize(cfg, steps, cells, {"setting": setting, "resolved": project}) | {
-        "threads": threads, "peak_rss_mib": round(peak, 1)}  # fmt: skip
+        "threads": threads, "onednn": onednn, "peak_rss_mib": round(peak, 1)}  # fmt: skip
 
 
 def run_isolated(variant: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -263,9 +254,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = {variant: run_isolated(variant, args) for variant in args.variants}
     precision = one_or_each({k: v["project_precision"]["resolved"] for k, v in variants.items()})
     threads = one_or_each({k: v["threads"] for k, v in variants.items()})
+    onednn = one_or_each({k: v["onednn"] for k, v in variants.items()})
     settings = {"precision": precision, "batch size": one_or_each({k: v["batch_size"] for k, v in variants.items()}),
-                "threads": threads, "repeats": args.repeats, "warm-up steps": args.warmup_steps}  # fmt: skip
-    run = run_record(__file__, argv, settings, int(threads) if threads.isdigit() else None, precision)
+                "threads": threads, "oneDNN": onednn, "repeats": args.repeats, "warm-up steps": args.warmup_steps}  # fmt: skip
+    states = {v["onednn"].split()[0] for v in variants.values()}  # one state in every child: the machine's
+    state = states == {"on"} if len(states) == 1 else None
+    run = run_record(__file__, argv, settings, int(threads) if threads.isdigit() else None, precision, state)
     results = {"run": run, "targets": TARGETS, "variants": variants, "repro": repro}
     save(args.out, "throughput", "Training throughput (images/s)", results, markdown(variants, repro))
     return results

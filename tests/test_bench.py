@@ -5,6 +5,7 @@ verdicts, and a variant process that fails."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,47 @@ def test_a_variant_whose_process_fails_stops_the_benchmark_naming_it() -> None:
     args = bench.parse_args(["--variants", "baseline", "--override", "nosuch.key=1"])
     with pytest.raises(SystemExit, match=r"benchmark of baseline failed: .*Could not override 'nosuch.key'"):
         bench.run_isolated("baseline", args)
+
+
+ONEDNN_CHECK = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from outputs import training_onednn
+from throughput import variant_config
+configs = {v: variant_config(v, [f"trainer.onednn={s}"]) for v, s in json.loads(sys.argv[2]).items()}
+state = training_onednn(configs)
+print(json.dumps([state, os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "tensorflow" in sys.modules]))
+"""
+
+
+def onednn_in_a_fresh_process(settings: dict[str, str], **env: str) -> subprocess.CompletedProcess:
+    """`training_onednn` for variants with these `trainer.onednn` settings, in a process without TensorFlow."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "CATDOG_ONEDNN_SET")}
+    argv = [sys.executable, "-c", ONEDNN_CHECK, str(REPO / "bench"), json.dumps(settings)]
+    return subprocess.run(argv, capture_output=True, text=True, env={**environ, **env}, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_a_benchmark_runs_onednn_as_training_would_before_tensorflow_is_imported(setting: str) -> None:
+    done = onednn_in_a_fresh_process({"baseline": setting, "scaled": setting})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [f"{setting} (setting)", "1" if setting == "on" else "0", False]
+
+
+def test_variants_that_train_with_different_onednn_states_are_benchmarked_apart() -> None:
+    done = onednn_in_a_fresh_process({"baseline": "on", "augmented": "on", "scaled": "off"})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "scaled train with oneDNN off and baseline with it on here (trainer.onednn): "
+        "benchmark them apart with --variants"
+    )
+    users = onednn_in_a_fresh_process({"baseline": "on", "scaled": "off"}, TF_ENABLE_ONEDNN_OPTS="0")
+    assert json.loads(users.stdout) == ["off (environment)", "0", False]  # the user's variable wins, for every one
+
+
+def test_a_results_file_names_the_onednn_state_its_children_ran() -> None:
+    settings = {"precision": "float32", "batch size": 16, "threads": 2}
+    on, off = (
+        outputs.run_record("bench/x.py", [], settings, 2, "float32", state)["machine"] for state in (True, False)
+    )
+    assert "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1)" in words(on) and "oneDNN off" in words(off) and on["id"] != off["id"]
