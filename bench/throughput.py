@@ -133,7 +133,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     at half the speed of the next for reasons outside the process); run in a child process of its own, with oneDNN
     as the variant's training runs it."""
     cfg = variant_config(variant, args.override, args.image_size)
-    onednn = training_onednn({variant: cfg})  # before the imports below bring TensorFlow in
+    onednn = training_onednn({variant: cfg})  # before TensorFlow is imported
+    import tensorflow  # noqa: F401  its start-up lines before the progress bar, whole lines the console filter hides
+
     from catdog.train.autoprecision import choose
     from catdog.train.precision import resolve
     from catdog.train.threads import size_thread_pools
