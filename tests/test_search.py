@@ -4,15 +4,9 @@ slow tests run real searches (Optuna, MLflow, `src/train.py --multirun`) on the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import conftest
@@ -20,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import CONF, REPO, TINY_SIZE, make_dataset, split_tiny, tiny_config
+from conftest import CONF, REPO, make_dataset, split_tiny, tiny_config
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -357,100 +351,6 @@ def test_applying_a_search_without_a_complete_trial_is_refused(tmp_path: Path) -
 
 
 # ---- real searches on the tiny data ---------------------------------------------------------------------------
-
-
-SEARCH = [sys.executable, str(REPO / "src" / "search.py"), "hparams_search=baseline"]
-
-
-def tiny_search(db: Path, *extra: str, n_trials: int = 2, epochs: int = 1) -> list[str]:
-    """A baseline search on the tiny data: two trials, two seeds, one epoch."""
-    seeds = ["search.seeds=[42,1]", "search.min_seeds=2", f"search.storage=sqlite:///{db}"]
-    sizes = [f"trainer.epochs={epochs}", f"trainer.image_size={TINY_SIZE}"]
-    return [*SEARCH, f"search.n_trials={n_trials}", *seeds, *sizes, *extra]
-
-
-def finished(db: Path) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name="baseline", storage=f"sqlite:///{db}")
-    return [t for t in study.trials if t.state == TrialState.COMPLETE]
-
-
-def trials_in(db: Path, state: str) -> int:
-    """Trials in `state` in the search's storage, read without writing (the search may be creating its tables)."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
-            return connection.execute("SELECT count(*) FROM trials WHERE state = ?", (state,)).fetchone()[0]
-    except sqlite3.OperationalError:  # no file, or no tables yet
-        return 0
-
-
-def kill_after_first_trial(db: Path, cwd: Path) -> optuna.trial.FrozenTrial:
-    """Start the tiny search and SIGKILL it (its training with it) once trial 0 is complete and trial 1 training;
-    trial 0."""
-    first = subprocess.Popen(tiny_search(db), cwd=cwd, start_new_session=True, stdout=subprocess.DEVNULL)
-    training = cwd / "searches" / "baseline" / "trial-1" / "train.log"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and first.poll() is None:
-        if trials_in(db, "COMPLETE") and trials_in(db, "RUNNING") and training.is_file():
-            break
-        time.sleep(0.5)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    (done,) = finished(db)
-    return done
-
-
-def check_tracked(study: optuna.Study, root: Path) -> None:
-    """The search's MLflow record: its parent run with the table, best trial and figures; a child run per
-    counted trial with each seed's value and the objective, the seeds' training runs nested under it, once each."""
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("catdog-search").experiment_id
-    (parent,) = client.search_runs([experiment], "tags.search = 'baseline' and attributes.run_name = 'search baseline'")
-    assert parent.info.status == "FINISHED" and parent.data.tags["optuna_storage"].startswith("sqlite:///")
-    assert {"trials.csv", "best.json", "search.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
-    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert {"figures/optimization_history.png", "figures/best_settings.png"} <= figures
-    for trial in counted(study):
-        run = child_run(trial)
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
-        per_seed = {s: run.data.metrics[f"best_val_accuracy_seed_{s}"] for s in (42, 1)}
-        assert run.data.metrics["objective"] == pytest.approx(np.mean(list(per_seed.values())))
-        assert trial.value == pytest.approx(run.data.metrics["objective"])
-        seeds = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-        assert sorted(int(r.data.tags["seed"]) for r in seeds) == [1, 42]  # each seed trained once
-        for seed in per_seed:
-            written = root / "searches" / "baseline" / f"trial-{trial.number}" / f"seed-{seed}" / "metrics.json"
-            assert json.loads(written.read_text())["best_val_accuracy"] == per_seed[seed]
-
-
-@pytest.mark.slow
-def test_a_search_is_tracked_resumes_after_a_kill_and_applies_its_best_trial(split_data: Path) -> None:
-    db = split_data / "optuna.db"
-    done = kill_after_first_trial(db, split_data)
-    resumed = subprocess.run(tiny_search(db), cwd=split_data, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    study = optuna.load_study(study_name="baseline", storage=f"sqlite:///{db}")
-    kept = study.trials[done.number]  # never run again
-    assert (kept.state, kept.datetime_complete, kept.params) == (
-        TrialState.COMPLETE,
-        done.datetime_complete,
-        done.params,
-    )
-    (cut,) = (t for t in study.trials if "outcome" not in t.user_attrs)  # the trial the kill cut short
-    (rerun,) = (t for t in study.trials if t.user_attrs.get("retry_of") == cut.number)
-    assert cut.state == TrialState.FAIL and rerun.params == cut.params and rerun.state == TrialState.COMPLETE
-    assert [t.number for t in counted(study)] == [done.number, rerun.number]
-    assert f"trial {cut.number} was cut short; its settings run again" in resumed.stdout
-    assert child_run(cut).info.status == "KILLED" and child_run(cut).data.tags["outcome"] == "interrupted"
-    check_tracked(study, split_data)
-    params = split_data / "params.yaml"
-    shutil.copyfile(REPO / "params.yaml", params)
-    apply = [*SEARCH, f"search.storage=sqlite:///{db}", "search.apply=true", f"search.params_file={params}"]
-    applied = subprocess.run(apply, cwd=split_data, capture_output=True, text=True, timeout=300)
-    assert applied.returncode == 0, applied.stderr
-    best = max(counted(study), key=lambda t: (t.value, -t.number))
-    written = OmegaConf.load(params)
-    for key, value in best.user_attrs["overrides"].items():
-        assert OmegaConf.select(written, f"variants.baseline.{key}") == value
 
 
 @pytest.fixture

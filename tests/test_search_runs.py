@@ -1,6 +1,6 @@
 """Real searches on the tiny data (Optuna, MLflow, `src/train.py --multirun` through the launchers): a trial pruned
-between two epochs, a search whose journal continues in another clone, and every seed of a trial trained on the
-study's thread count."""
+between two epochs, a search whose journal continues in another clone (tracked in MLflow, its best trial applied),
+workers sharing a database, a stopped search, and every seed of a trial trained on the study's thread count."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from conftest import REPO, TINY_SIZE
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
-from test_search import search_config
+from test_search import child_run, search_config
 
 from catdog.search.budget import counted
 from catdog.search.run import training_args
@@ -112,10 +114,36 @@ def trial_with_one_seed_done(root: Path) -> bool:
     return len(trials) > 1 and trials[1].state == TrialState.RUNNING and "seed_42" in trials[1].user_attrs
 
 
+def check_tracked(study: optuna.Study) -> None:
+    """The search's MLflow record: one parent run with the table, best trial and figures; a child run per counted
+    trial with each seed's value (the journal's) and the objective, the seeds' training runs nested under it, once
+    each (a seed carried from a cut trial moved under its rerun)."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("catdog-search").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.search = 'baseline' and attributes.run_name = 'search baseline'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["optuna_storage"] == "searches/baseline/journal.log"
+    assert {"trials.csv", "best.json", "search.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/optimization_history.png", "figures/best_settings.png"} <= figures
+    for trial in counted(study):
+        run = child_run(trial)
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.info.status == "FINISHED"
+        per_seed = {s: run.data.metrics[f"best_val_accuracy_seed_{s}"] for s in (42, 1)}
+        assert per_seed == {s: trial.user_attrs[f"seed_{s}"]["best_val_accuracy"] for s in (42, 1)}
+        assert (
+            trial.value == pytest.approx(run.data.metrics["objective"]) == pytest.approx(np.mean([*per_seed.values()]))
+        )
+        seeds = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+        assert sorted(int(r.data.tags["seed"]) for r in seeds) == [1, 42]  # each seed trained once
+
+
 @pytest.mark.slow
-def test_a_killed_search_continues_from_its_journal_in_another_clone(split_data: Path, tmp_path: Path) -> None:
+def test_a_killed_search_continues_in_another_clone_tracked_once_and_applies_its_best_trial(
+    split_data: Path, tmp_path: Path
+) -> None:
     """Killed while trial 1 trains its second seed, the search continues in a copy of the project that holds only
-    the committed files (its journal among them): trial 0 is not run again, and trial 1's rerun trains only seed 1."""
+    the committed files (its journal among them): trial 0 is not run again, trial 1's rerun trains only seed 1, the
+    cut trial's MLflow run ends KILLED and the search keeps its one parent run; then it applies its best trial."""
     argv = [*SEARCH, *TINY, "search.n_trials=2", "search.seeds_at_once=1", "trainer.epochs=2"]
     first = subprocess.Popen(argv, cwd=split_data, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
@@ -137,10 +165,18 @@ def test_a_killed_search_continues_from_its_journal_in_another_clone(split_data:
     assert rerun.user_attrs["seed_42"] == before[1].user_attrs["seed_42"]  # carried, not trained again
     trained = sorted(p.name for p in (clone / "searches" / "baseline" / f"trial-{rerun.number}").glob("seed-*"))
     assert trained == ["seed-1"]
-    assert rerun.value == pytest.approx(
-        (rerun.user_attrs["seed_42"]["best_val_accuracy"] + rerun.user_attrs["seed_1"]["best_val_accuracy"]) / 2
-    )
     assert "trial 1 was cut short; its settings run again" in resumed.stdout
+    assert child_run(study.trials[1]).info.status == "KILLED"
+    assert child_run(study.trials[1]).data.tags["outcome"] == "interrupted"
+    check_tracked(study)
+    params = clone / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    apply = [*SEARCH, "search.apply=true", f"search.params_file={params}"]
+    applied = subprocess.run(apply, cwd=clone, capture_output=True, text=True, timeout=300)
+    assert applied.returncode == 0, applied.stderr
+    best = max(counted(study), key=lambda t: (t.value, -t.number))
+    for key, value in best.user_attrs["overrides"].items():
+        assert OmegaConf.select(OmegaConf.load(params), f"variants.baseline.{key}") == value
 
 
 @pytest.fixture
