@@ -41,9 +41,7 @@ def training_onednn(configs: dict[str, DictConfig]) -> str:
     (first, cfg), *rest = configs.items()
     applied = onednn.apply(cfg)
     decided = applied.source in ("measured", "cached", "setting")  # not by the user's variable or an earlier import
-    own = {v: onednn.choose(c).on if str(c.trainer.onednn) == "auto" else str(c.trainer.onednn) == "on" for v, c in rest
-           if decided}  # fmt: skip
-    if other := [v for v in own if own[v] != applied.on]:
+    if other := [v for v, c in rest if decided and onednn.wanted(c).on != applied.on]:
         raise SystemExit(f"{', '.join(other)} train with oneDNN {onednn.name(not applied.on)} and {first} with it "
                          f"{onednn.name(applied.on)} here (trainer.onednn): benchmark them apart with --variants")  # fmt: skip
     return f"{onednn.name(applied.on)} ({applied.source})"

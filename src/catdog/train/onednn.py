@@ -115,13 +115,18 @@ def apply(cfg: DictConfig) -> Decision:
     """Decide `cfg.trainer.onednn` for this process and set TF_ENABLE_ONEDNN_OPTS accordingly, before TensorFlow is
     imported (auto measures, or reads the cache)."""
     global _APPLIED
-    setting = str(cfg.trainer.onednn)
-    found = _fixed(setting)
+    found = _fixed(str(cfg.trainer.onednn))
     if found is None:
-        found = Decision(setting == "on", setting, "setting") if setting != "auto" else choose(cfg)
+        found = wanted(cfg)
         os.environ[ONEDNN_ENV] = os.environ[SET_ENV] = "1" if found.on else "0"
     _APPLIED = found
     return found
+
+
+def wanted(cfg: DictConfig) -> Decision:
+    """The state `trainer.onednn` asks for a run of `cfg`: `on`/`off` as set, `auto` as `choose` decides."""
+    setting = str(cfg.trainer.onednn)
+    return Decision(setting == "on", setting, "setting") if setting != "auto" else choose(cfg)
 
 
 def decision() -> Decision:
