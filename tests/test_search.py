@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import conftest
@@ -52,6 +54,17 @@ def search_config(*overrides: str, variant: str = "baseline") -> DictConfig:
 
 
 # ---- configs and settings -------------------------------------------------------------------------------------
+
+
+def test_the_search_process_never_imports_tensorflow(tmp_path: Path) -> None:
+    """The search only launches and watches its trainings: its modules load without TensorFlow (5 s of CPU and the
+    library's start-up lines in the search's console otherwise)."""
+    env = conftest.without_tensorflow(os.environ, tmp_path, "the search imported TensorFlow")
+    env["PYTHONPATH"] += os.pathsep + str(REPO / "src")
+    done = subprocess.run(
+        [sys.executable, "-c", "import catdog.search.run"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("variant", SEARCHES)

@@ -19,8 +19,8 @@ from pathlib import Path
 from catdog.common.processes import DIE_WITH_PARENT_ENV, stop_group
 from catdog.settings.project import project_dir
 from catdog.settings.run_files import Outputs
-from catdog.train.checkpoints import STATE_FILE
 from catdog.train.dead_runs import METRIC
+from catdog.train.state_file import STATE_FILE
 
 # Linux: the training command gets SIGTERM when the search dies (`kill -9` included), and each joblib worker when
 # the command does, so no orphan trains on into the checkpoints a retried trial resumes from; it exits at once if

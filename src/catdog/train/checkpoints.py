@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 
 from catdog.common.files import write_json
+from catdog.train.state_file import STATE_FILE
 
-STATE_FILE = "state.json"
 History = dict[str, list[float]]
 
 
