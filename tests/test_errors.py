@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,6 @@ from catdog.settings.checks import ConfigError
 from catdog.tracking.connect import StoreError, TrackingServerError, TrackingUnavailable
 
 GET_DATA = "`dvc repro split` (or `python src/download.py && python src/split.py`)"
-LIMIT_S = 5
 
 
 def refusal(result: subprocess.CompletedProcess, code: int = 1, *, tensorflow: bool = False) -> str:
@@ -70,9 +68,7 @@ def no_tensorflow(tmp_path: Path) -> dict[str, str]:
 def test_training_in_a_fresh_folder_says_which_data_is_missing_and_how_to_get_it(
     fresh: Path, no_tensorflow: dict[str, str]
 ) -> None:
-    started = time.monotonic()
     result = run_entry("train.py", "variant=baseline", "trainer.epochs=1", cwd=fresh, env=no_tensorflow)
-    assert time.monotonic() - started < LIMIT_S
     line = refusal(result)
     assert line == (
         f"data error: {fresh / 'data' / 'raw' / 'cats_and_dogs_filtered'} not found (the data set is not "
@@ -247,10 +243,9 @@ def test_transfer_without_its_weights_offline_says_which_file_and_how_to_provide
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }
     overrides = ["model=transfer", "augment=on", "trainer.epochs=1", "trainer.batch_size=8", *expected_overrides()]
-    started = time.monotonic()
-    result = run_entry("train.py", *overrides, cwd=split_data, env=env)
-    assert time.monotonic() - started < 120, "the offline download should fail at once, not time out"
+    result = run_entry("train.py", *overrides, cwd=split_data, env=env)  # its timeout catches a hung download
     line = refusal(result, tensorflow=True)
+    assert "Connection refused)" in line, "the download should fail on the refused connection, not time out"
     weights = home / "models" / KERAS_WEIGHTS_NAME.format(size=WEIGHTS_SIZE)
     assert line.startswith(f"model error: ImageNet weights for MobileNetV2 at {WEIGHTS_SIZE} px not found: ")
     assert f"Keras looked for {weights} " in line
