@@ -70,6 +70,38 @@ def test_the_second_pair_is_timed_only_after_a_first_win_and_in_reverse(monkeypa
     assert onednn.measure(cfg, 1, default=False) is None
 
 
+@pytest.mark.parametrize(
+    ("seconds", "settled"),
+    [
+        ({"off": [0.10], "on": [0.10]}, True),  # one pair: the default unbeaten
+        ({"off": [0.10, 0.11], "on": [0.05, 0.06]}, True),  # both pairs beat it
+        ({"off": [0.55, 0.57], "on": [0.51, 0.20]}, False),  # beside a test suite: 1.08x, then 2.85x
+        ({"off": [0.10, 0.10], "on": [0.05, 0.11]}, False),  # the second pair found it slower
+    ],
+)
+def test_only_pairs_that_agree_settle_the_decision(seconds, settled) -> None:
+    assert onednn.settled(seconds, default=False) is settled
+
+
+def test_an_unsettled_decision_keeps_the_default_for_this_run_and_is_measured_again(
+    monkeypatch, clean_env, caplog
+) -> None:
+    """The other state wins the first pair by 1.08x and the second by 2.85x, its two children 2.55x apart: the run
+    keeps TensorFlow's default, says why, and caches nothing; the next run's steady timings are cached."""
+    cfg = tiny_config("baseline")
+    unsteady = iter([0.55, 0.51, 0.20, 0.57])  # the order measure() times them: default, other, other, default
+    monkeypatch.setattr(onednn, "probe", lambda cfg, threads, on: next(unsteady))
+    with caplog.at_level(logging.WARNING, logger=onednn.__name__):
+        found = onednn.choose(cfg, 1)
+    assert (found.on, found.source) == (DEFAULT, "unsettled")
+    assert found.seconds_per_step == {onednn.name(DEFAULT): [0.55, 0.57], OTHER: [0.51, 0.20]}
+    assert "the two timings disagree" in caplog.text and not clean_env.exists()
+    steady = iter([0.10, 0.05, 0.05, 0.10])
+    monkeypatch.setattr(onednn, "probe", lambda cfg, threads, on: next(steady))
+    measured, again = onednn.choose(cfg, 1), onednn.choose(cfg, 1)
+    assert (measured.on, measured.source, again.on, again.source) == (not DEFAULT, "measured", not DEFAULT, "cached")
+
+
 def key(kind: str, env: dict[str, str] | None = None, threads: int = 2, *overrides: str) -> str:
     cpuinfo = SAMPLES / {"zen3": "amd-epyc-25-1-1-milan.txt", "zen2": "amd-epyc-23-49-0-rome.txt"}[kind]
     return onednn.cache_key(tiny_config("baseline", *overrides), threads, cpuinfo=cpuinfo, environ=env or {})

@@ -10,7 +10,9 @@ model, so, as for the precision:
   two pairs of children (the second pair in reverse order), each time by at least `MARGIN` and by more than the
   noise (the spread between its two children, which ran back to back): `auto` is never slower than the default by
   more than the noise. The decision is cached (`catdog.train.probe`) in `onednn.json`, keyed by the machine
-  fingerprint without its oneDNN part (CPU kind and kernel flags, versions, threads, precision) and the workload.
+  fingerprint without its oneDNN part (CPU kind and kernel flags, versions, threads, precision) and the workload,
+  once it is settled: pairs that disagree (the machine's load moved under the probe) keep the default for this run
+  only, and the next run measures again.
 - `TF_ENABLE_ONEDNN_OPTS` set in the environment wins over the setting (the run warns where they disagree).
 
 src/train.py calls `apply` before anything imports TensorFlow; the run records `decision()` (its tags and metrics).
@@ -63,8 +65,8 @@ def name(on: bool) -> str:
 @dataclass(frozen=True)
 class Decision:
     """oneDNN on or off for this run; the `setting` asked for; why (`measured`, `cached`, `setting`, `environment`: the
-    user's TF_ENABLE_ONEDNN_OPTS, `process`: TensorFlow already ran here, `default`: TensorFlow's choice for the CPU);
-    each probe child's best seconds per step, per state."""
+    user's TF_ENABLE_ONEDNN_OPTS, `process`: TensorFlow already ran here, `default`: TensorFlow's choice for the CPU,
+    `unsettled`: the default, where the probe's two pairs disagreed); each probe child's best seconds per step."""
 
     on: bool
     setting: str
@@ -161,6 +163,14 @@ def faster(seconds: dict[str, list[float]], default: bool) -> bool:
     return (not default) if worst >= max(MARGIN, 1 + noise) else default
 
 
+def settled(seconds: dict[str, list[float]], default: bool) -> bool:
+    """Whether `faster`'s answer may be cached: one pair that left the default unbeaten, or two that both beat it. A
+    second pair is timed only after the other state won the first, so a second pair that keeps the default
+    disagrees with the first: a load that moved under the probe (beside a test suite, the other state measured 1.1x
+    and 2.8x faster), not the machine's answer."""
+    return len(seconds.get(name(not default), [])) < 2 or faster(seconds, default) != default
+
+
 def probe(cfg: DictConfig, threads: int, on: bool) -> float | None:
     """The run's model's best seconds per step with oneDNN `on`, timed in a child process (None: it failed)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -210,11 +220,20 @@ def choose(cfg: DictConfig, threads: int | None = None) -> Decision:
         machine = words(fingerprint(threads, probe_precision(cfg), environ={}))
         times = "; ".join(f"{k} {', '.join(f'{t:.4f}' for t in v)}" for k, v in seconds.items() if v)
         log.info("oneDNN %s (TensorFlow's default here: %s); seconds per step: %s", name(on), name(default), times)
+        if not settled(seconds, default):
+            log.warning(
+                "oneDNN: the two timings disagree (the machine's load moved?): %s for this run, not cached; the next "
+                "run measures again (trainer.onednn=on or off skips the timing)",
+                name(on),
+            )
+            unsettled.update(seconds)
+            return None
         return {"on": on, "seconds_per_step": seconds, "machine": machine, "when": datetime.now(UTC).isoformat()}
 
+    unsettled: dict[str, list[float]] = {}
     entry, hit = cached(cache_file(CACHE_NAME), cache_key(cfg, threads), measured)
     if entry is None:
-        return Decision(default, "auto", "default")
+        return Decision(default, "auto", "unsettled" if unsettled else "default", unsettled)
     return Decision(entry["on"], "auto", "cached" if hit else "measured", entry["seconds_per_step"])
 
 
