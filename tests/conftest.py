@@ -16,7 +16,6 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from omegaconf import DictConfig
@@ -145,6 +144,8 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite tracking store with MLflow's schema, migrated once for this worker's session."""
+    import mlflow  # here, not at the top: xdist's controller loads this file and never needs MLflow (1.6 s)
+
     path = tmp_path_factory.mktemp("store") / "mlflow.db"
     mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates it
     return path
@@ -156,6 +157,8 @@ def isolated_mlflow(
 ) -> Iterator[str]:
     """Every test gets its own SQLite store (a file copy of the migrated one, beside its tmp_path rather than in
     it); no run is left active afterwards."""
+    import mlflow
+
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     shutil.copyfile(migrated_store, store)
     uri = f"sqlite:///{store}"
@@ -219,6 +222,8 @@ def tiny_config(variant: str, *overrides: str) -> DictConfig:
 
 def all_runs() -> list:
     """Every run of every experiment in the current tracking store."""
+    import mlflow
+
     client = mlflow.MlflowClient()
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 

@@ -147,7 +147,9 @@ def test_runs_land_in_the_default_store_and_the_champion_is_registered(project) 
     )
 
 
-def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(project) -> None:
+def test_a_second_repro_does_nothing_and_a_param_change_reruns_its_stage_and_the_ranking_and_shows_in_diffs(
+    project,
+) -> None:
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
     assert "up to date" in sh(*dvc, "status", cwd=root, env=env)
@@ -155,8 +157,8 @@ def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(proj
     sh("git", "commit", "-qm", "study results", cwd=root, env=env)
     edit_yaml(root / "params.yaml", lambda p: p["variants"]["baseline"]["trainer"].update(epochs=2))
     assert dvc_status(root, env) == {"train@baseline-42"}  # the one stage whose params changed
-    out = sh(*dvc, "repro", "train@baseline-42", cwd=root, env=env)  # compare and report: the experiment test's
-    assert "Running stage 'train@baseline-42'" in out and "Running stage 'train@augmented-42'" not in out
+    out = sh(*dvc, "repro", cwd=root, env=env)
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train@baseline-42", "compare", "report"}
     sh("git", "add", "-A", cwd=root, env=env)
     sh("git", "commit", "-qm", "baseline: 2 epochs", cwd=root, env=env)
     diff = json.loads(sh(*dvc, "metrics", "diff", "HEAD~1", "--json", cwd=root, env=env))
@@ -165,44 +167,6 @@ def test_second_repro_does_nothing_and_a_param_change_shows_in_metrics_diff(proj
     params = json.loads(sh(*dvc, "params", "diff", "HEAD~1", "--json", cwd=root, env=env))
     change = params["params.yaml"]["variants.baseline.trainer.epochs"]
     assert (change["old"], change["new"]) == (1, 2)
-
-
-def test_an_experiment_shows_its_test_accuracies_and_once_applied_is_the_workspace_setting(project) -> None:
-    """`dvc exp run -S` moves @challenger, not @champion, and `dvc exp show` has every variant's test accuracy; after
-    `dvc exp apply` on a clean checkout, the config a plain `python src/train.py` composes has the experiment's
-    value: params.yaml is its one source."""
-    root, env = project
-    dvc = (sys.executable, "-m", "dvc")
-    sh("git", "add", "-A", cwd=root, env=env)
-    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
-    committed = yaml.safe_load((root / "params.yaml").read_text())["variants"]["baseline"]["trainer"]["epochs"]
-    client, experiment_id = study_store(root)
-    champion = client.get_model_version_by_alias("catdog", "champion").version
-    sh(*dvc, "exp", "run", "-n", "three-epochs", "-S", "variants.baseline.trainer.epochs=3", cwd=root, env=env)
-    assert client.get_model_version_by_alias("catdog", "champion").version == champion, "an experiment moved @champion"
-    challenger = client.get_model_version_by_alias("catdog", "challenger")
-    assert int(challenger.version) > int(champion)
-    shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
-    header, *rows = shown.splitlines()
-    assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)
-    assert any("three-epochs" in row for row in rows)
-    tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'three-epochs'")
-    assert sorted(r.info.run_name for r in tagged) == ["baseline-42", "compare"]
-
-    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
-    sh(*dvc, "checkout", "--force", cwd=root, env=env)
-    assert yaml.safe_load((root / "params.yaml").read_text())["variants"]["baseline"]["trainer"]["epochs"] == committed
-    sh(*dvc, "exp", "apply", "three-epochs", cwd=root, env=env)
-    composed = sh(
-        sys.executable,
-        "-c",
-        "from pathlib import Path; from catdog.settings.params import compose_config; "
-        "print(compose_config(Path('conf'), ['variant=baseline']).trainer.epochs)",
-        cwd=root,
-        env={**env, "PYTHONPATH": str(root / "src")},
-    )
-    assert composed.strip() == "3"
-    assert dvc_status(root, env) == set()
 
 
 def test_an_ad_hoc_run_leaves_the_study_outputs_alone(project) -> None:
@@ -271,42 +235,59 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     assert all(any(name in row for row in shown.splitlines()) for name in names)
 
 
-def test_more_seeds_train_only_the_new_runs_and_compare_reports_over_seeds(project) -> None:
-    """`dvc exp run -S 'study.seeds=[42,7]'`: only the seed-7 stages train (seed 42's are up to date), and the
-    leaderboard, metrics and report show each variant over both seeds, its runs in MLflow tagged with their seed."""
+def test_an_experiment_with_a_new_seed_trains_only_its_runs_moves_the_challenger_and_once_applied_is_the_setting(
+    project,
+) -> None:
+    """`dvc exp run -S 'study.seeds=[42,7]'` (baseline only): only the seed-7 stage trains (seed 42's is up to date);
+    the experiment moves @challenger, not @champion; the leaderboard, metrics and report show the variant over both
+    seeds, its runs in MLflow tagged with the experiment and their seed, and `dvc exp show` has the test accuracies.
+    After `dvc exp apply` on a clean checkout, the config a plain `python src/train.py` composes has the experiment's
+    seeds: params.yaml is their one source."""
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
     assert dvc_status(root, env) == set()
-    out = sh(
-        *dvc,
-        "exp",
-        "run",
-        "-n",
-        "two-seeds",
-        "-S",
-        "study.variants=[baseline]",
-        "-S",
-        "study.seeds=[42,7]",
-        cwd=root,
-        env=env,
-    )
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
+    committed = yaml.safe_load((root / "params.yaml").read_text())["study"]["seeds"]
+    client, experiment_id = study_store(root)
+    champion = client.get_model_version_by_alias("catdog", "champion").version
+    experiment = ("exp", "run", "-n", "two-seeds", "-S", "study.variants=[baseline]", "-S", "study.seeds=[42,7]")
+    out = sh(*dvc, *experiment, cwd=root, env=env)
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train@baseline-7", "compare", "report"}
+    assert client.get_model_version_by_alias("catdog", "champion").version == champion, "an experiment moved @champion"
+    assert int(client.get_model_version_by_alias("catdog", "challenger").version) > int(champion)
     board = (root / "reports/leaderboard.md").read_text()
     assert "| sd | seed 42 | seed 7 |" in board and "trained with 2 seeds (42, 7)" in board
     metrics = json.loads((root / "metrics/compare.json").read_text())
     assert set(metrics) == {"baseline", "majority-class"}
-    for variant in ("baseline",):
-        per_seed = [json.loads((root / "metrics/train" / f"{variant}-{s}.json").read_text()) for s in (42, 7)]
-        details = json.loads((root / "reports/compare.json").read_text())
-        assert details["validation"][variant]["best_val_accuracy"] == pytest.approx(
-            sum(m["best_val_accuracy"] for m in per_seed) / 2
-        )
-        assert {metrics[variant]["test_accuracy_seed_42"], metrics[variant]["test_accuracy_seed_7"]} == {
-            details["runs"][f"{variant}-{s}"]["test_accuracy"] for s in (42, 7)
-        }
+    per_seed = [json.loads((root / "metrics/train" / f"baseline-{s}.json").read_text()) for s in (42, 7)]
+    details = json.loads((root / "reports/compare.json").read_text())
+    assert details["validation"]["baseline"]["best_val_accuracy"] == pytest.approx(
+        sum(m["best_val_accuracy"] for m in per_seed) / 2
+    )
+    assert {metrics["baseline"]["test_accuracy_seed_42"], metrics["baseline"]["test_accuracy_seed_7"]} == {
+        details["runs"][f"baseline-{s}"]["test_accuracy"] for s in (42, 7)
+    }
     page = (root / "reports/study.html").read_text(encoding="utf-8")
     assert "seed 7" in page and "train@baseline-7" in page
-    client, experiment_id = study_store(root)
     tagged = client.search_runs([experiment_id], "tags.dvc_experiment = 'two-seeds'")
     assert sorted(r.info.run_name for r in tagged) == ["baseline-7", "compare"]
     assert {r.data.tags["seed"] for r in tagged if r.info.run_name != "compare"} == {"7"}
+    header, *rows = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env).splitlines()
+    assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)  # the committed study's columns
+    assert any("two-seeds" in row for row in rows)
+
+    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
+    sh(*dvc, "checkout", "--force", cwd=root, env=env)
+    assert yaml.safe_load((root / "params.yaml").read_text())["study"]["seeds"] == committed
+    sh(*dvc, "exp", "apply", "two-seeds", cwd=root, env=env)
+    composed = sh(
+        sys.executable,
+        "-c",
+        "from pathlib import Path; from catdog.settings.params import compose_config; "
+        "print(list(compose_config(Path('conf'), ['variant=baseline']).study.seeds))",
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root / "src")},
+    )
+    assert composed.strip() == "[42, 7]"
+    assert dvc_status(root, env) == set()

@@ -15,6 +15,7 @@ from headless import check_page, external_references, find_browser
 from PIL import Image
 
 from catdog.common.files import StudyFileMissing
+from catdog.common.machine import fingerprint
 from catdog.compare.predictions import Answers, read_predictions, write_predictions
 from catdog.data.manifests import read_manifest
 from catdog.report.build import compare_provenance
@@ -148,14 +149,18 @@ def test_stage_times_come_from_the_records_and_say_what_was_not_recorded(tmp_pat
         "tags": {"git_commit": "1234567890", "git_dirty": "false"},
         "mlflow": {"experiment_id": "0", "run_id": "feedc0ffee"},
     }
-    rows = stage_times({"baseline-42": record}, {"baseline-42": 1.5}, compared)
-    assert [r.stage for r in rows] == ["download", "split", "train@baseline-42", "compare"]
-    assert "(metrics/train/baseline-42.json)" in rows[2].source and "records/train/baseline-42.json" in rows[2].source
+    zen2 = Path(__file__).parent / "data" / "cpuinfo" / "amd-epyc-23-49-0-rome.txt"
+    audited = {"seconds": 73.4, "machine": fingerprint(2, None, cpuinfo=zen2, environ={})}
+    rows = stage_times({"baseline-42": record}, {"baseline-42": 1.5}, compared, audited)
+    assert [r.stage for r in rows] == ["download", "split", "audit", "train@baseline-42", "compare"]
     assert rows[0].seconds is None and "not recorded" in rows[0].source
-    assert rows[2].commit == "abcdef0 (dirty)" and rows[2].seconds >= 0.05 and "training alone 1.5 s" in rows[2].source
-    assert rows[2].machine == "Linux; a CPU; 2 cores" and rows[2].started.endswith(" UTC")
-    assert (rows[3].commit, rows[3].seconds, rows[3].started) == ("1234567", 12.5, "2026-01-02 03:04:05 UTC")
-    assert rows[3].source == "reports/compare.json (run feedc0ff)"
+    assert (rows[2].seconds, rows[2].commit, rows[2].started) == (73.4, "–", "–")
+    assert rows[2].source.startswith("reports/audit.json") and "AuthenticAMD 23/49/0" in rows[2].machine
+    assert "(metrics/train/baseline-42.json)" in rows[3].source and "records/train/baseline-42.json" in rows[3].source
+    assert rows[3].commit == "abcdef0 (dirty)" and rows[3].seconds >= 0.05 and "training alone 1.5 s" in rows[3].source
+    assert rows[3].machine == "Linux; a CPU; 2 cores" and rows[3].started.endswith(" UTC")
+    assert (rows[4].commit, rows[4].seconds, rows[4].started) == ("1234567", 12.5, "2026-01-02 03:04:05 UTC")
+    assert rows[4].source == "reports/compare.json (run feedc0ff)"
 
 
 def test_a_compare_json_without_provenance_asks_for_a_new_compare() -> None:

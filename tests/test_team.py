@@ -254,6 +254,7 @@ def test_no_command_line_shows_a_secret(team: Team) -> None:
         for name, value in values.items():
             assert value not in argv, f"{name} on the command line of {proc.name}"
     assert any("mlflow server" in argv for argv in group) and len(group) >= 2, group
+    assert not [argv for argv in group if "mlflow.server.jobs" in argv], "the server started GenAI job runners"
 
 
 def test_mlflow_connects_as_its_own_role_that_owns_its_databases_only(

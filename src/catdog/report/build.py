@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from catdog.audit.findings import REPORT as AUDIT_REPORT
 from catdog.common.files import StudyFileMissing, read_json, required, write_text
 from catdog.data.manifests import data_version
 from catdog.report import audit_section, image_sections, sections, study_card
@@ -87,7 +88,8 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, 
     explained = explain(cfg, details["champion"], best[details["champion"]])
     reference = REFERENCE if REFERENCE in variants else variants[0]
     differences = config_differences({v: records[study_run(v, best[v])]["params"] for v in variants}, reference)
-    times = stage_times(records, {n: m["seconds"] for n, m in metrics.items()}, compared)
+    audited = read_json(AUDIT_REPORT, "audit")
+    times = stage_times(records, {n: m["seconds"] for n, m in metrics.items()}, compared, audited)
     times.append(this_stage(started, time.monotonic() - clock))
     notes = [
         "A commit marked (dirty) ran with changes to src/, conf/, params.yaml or dvc.yaml since that commit.",

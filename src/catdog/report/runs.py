@@ -8,6 +8,8 @@ from datetime import datetime
 
 from omegaconf import DictConfig
 
+from catdog.audit.findings import REPORT as AUDIT_REPORT
+from catdog.common.machine import words
 from catdog.settings.params import study_run
 from catdog.settings.run_files import Outputs
 from catdog.tracking.provenance import source_tags
@@ -48,13 +50,26 @@ class StageTime:
     machine: str = ABSENT  # the run's `machine` tag (catdog.common.machine.describe); ABSENT when not recorded
 
 
-def stage_times(records: dict[str, dict], training_seconds: dict[str, float], compared: dict) -> list[StageTime]:
-    """download and split record no time; each train stage its record (its run's span) and its metrics (training
-    alone); compare the provenance it wrote into reports/compare.json."""
+def stage_times(
+    records: dict[str, dict], training_seconds: dict[str, float], compared: dict, audited: dict
+) -> list[StageTime]:
+    """download and split record no time; the audit its wall time and machine in reports/audit.json (`audited`);
+    each train stage its record (its run's span) and its metrics (training alone); compare the provenance it wrote
+    into reports/compare.json."""
     rows = [
         StageTime(stage, ABSENT, ABSENT, None, "not recorded: the stage logs no run and writes no time")
         for stage in ("download", "split")
     ]
+    rows.append(
+        StageTime(
+            "audit",
+            ABSENT,
+            ABSENT,
+            audited["seconds"],
+            f"{AUDIT_REPORT} (the stage logs no run: no commit or start time)",
+            words(audited["machine"]),
+        )
+    )
     for name, record in records.items():
         rows.append(
             StageTime(

@@ -134,6 +134,10 @@ def serve(folder: Path, port: int, destination: str, s3: bool) -> dict:
         # Signs the UI's CSRF tokens; the same across restarts so open browser sessions stay valid.
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # MLflow's server-side jobs are GenAI ones (judges, evaluations, prompt optimisation: `@job` in
+        # mlflow/genai); on by default they start a job runner and a Huey consumer per job, five more Python
+        # processes next to a server that tracks training runs.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     uri, log = f"http://127.0.0.1:{port}", folder / "mlflow-server.log"
     argv = ["-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port)]
