@@ -191,9 +191,11 @@ def test_a_touched_variant_file_makes_only_its_train_stage_stale(project) -> Non
     assert dvc_status(root, env) == set()
 
 
-def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> None:
+def test_queued_experiments_run_two_at_once_each_in_its_own_runs_and_one_applied_is_the_setting(project) -> None:
     """`dvc exp run --queue` of a train stage twice, then `dvc queue start --jobs 2`: both train at the same time,
-    each tracked in MLflow under its experiment's name, each TensorFlow on the threads CATDOG_THREADS gives it."""
+    each tracked in MLflow under its experiment's name, each TensorFlow on the threads CATDOG_THREADS gives it. After
+    `dvc exp apply`, the config a plain `python src/train.py` composes has the experiment's value (params.yaml is its
+    one source), and what depends on the one stage it ran is stale."""
     root, env = project
     env = {**env, "CATDOG_THREADS": "1"}
     dvc = (sys.executable, "-m", "dvc")
@@ -234,21 +236,30 @@ def test_queued_experiments_run_two_at_once_each_in_its_own_runs(project) -> Non
     shown = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env)
     assert all(any(name in row for row in shown.splitlines()) for name in names)
 
+    committed = yaml.safe_load((root / "params.yaml").read_text())["variants"]["baseline"]["trainer"]["epochs"]
+    sh(*dvc, "exp", "apply", names[0], cwd=root, env=env)
+    composed = sh(
+        sys.executable,
+        "-c",
+        "from pathlib import Path; from catdog.settings.params import compose_config; "
+        "print(compose_config(Path('conf'), ['variant=baseline']).trainer.epochs)",
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root / "src")},
+    )
+    assert committed != 4 and composed.strip() == "4"
+    assert dvc_status(root, env) == {"compare", "report"}
+    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
+    sh(*dvc, "checkout", "--force", cwd=root, env=env)
+    assert dvc_status(root, env) == set()
 
-def test_an_experiment_with_a_new_seed_trains_only_its_runs_moves_the_challenger_and_once_applied_is_the_setting(
-    project,
-) -> None:
+
+def test_an_experiment_with_a_new_seed_trains_only_its_runs_and_moves_the_challenger_not_the_champion(project) -> None:
     """`dvc exp run -S 'study.seeds=[42,7]'` (baseline only): only the seed-7 stage trains (seed 42's is up to date);
     the experiment moves @challenger, not @champion; the leaderboard, metrics and report show the variant over both
-    seeds, its runs in MLflow tagged with the experiment and their seed, and `dvc exp show` has the test accuracies.
-    After `dvc exp apply` on a clean checkout, the config a plain `python src/train.py` composes has the experiment's
-    seeds: params.yaml is their one source."""
+    seeds, its runs in MLflow tagged with the experiment and their seed, and `dvc exp show` has the test accuracies."""
     root, env = project
     dvc = (sys.executable, "-m", "dvc")
     assert dvc_status(root, env) == set()
-    sh("git", "add", "-A", cwd=root, env=env)
-    sh("git", "commit", "-qm", "before the experiment", "--allow-empty", cwd=root, env=env)
-    committed = yaml.safe_load((root / "params.yaml").read_text())["study"]["seeds"]
     client, experiment_id = study_store(root)
     champion = client.get_model_version_by_alias("catdog", "champion").version
     experiment = ("exp", "run", "-n", "two-seeds", "-S", "study.variants=[baseline]", "-S", "study.seeds=[42,7]")
@@ -276,18 +287,3 @@ def test_an_experiment_with_a_new_seed_trains_only_its_runs_moves_the_challenger
     header, *rows = sh(*dvc, "exp", "show", "--csv", cwd=root, env=env).splitlines()
     assert all(f"{v}.test_accuracy" in header.split(",") for v in VARIANTS)  # the committed study's columns
     assert any("two-seeds" in row for row in rows)
-
-    sh("git", "checkout", "--", ".", cwd=root, env=env)  # back to the commit, as a teammate's clone would be
-    sh(*dvc, "checkout", "--force", cwd=root, env=env)
-    assert yaml.safe_load((root / "params.yaml").read_text())["study"]["seeds"] == committed
-    sh(*dvc, "exp", "apply", "two-seeds", cwd=root, env=env)
-    composed = sh(
-        sys.executable,
-        "-c",
-        "from pathlib import Path; from catdog.settings.params import compose_config; "
-        "print(list(compose_config(Path('conf'), ['variant=baseline']).study.seeds))",
-        cwd=root,
-        env={**env, "PYTHONPATH": str(root / "src")},
-    )
-    assert composed.strip() == "[42, 7]"
-    assert dvc_status(root, env) == set()
