@@ -135,8 +135,8 @@ def serve(folder: Path, port: int, destination: str, s3: bool) -> dict:
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder, "MLFLOW_FLASK_SERVER_SECRET_KEY", "flask_secret_key"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         # MLflow's server-side jobs are GenAI ones (judges, evaluations, prompt optimisation: `@job` in
-        # mlflow/genai); on by default they start a job runner and a Huey consumer per job, five more Python
-        # processes next to a server that tracks training runs.
+        # mlflow/genai); on by default they start a job runner and seven Huey consumers, eight more Python
+        # processes next to a server that tracks training runs (`ps` under MLflow 3.17's `mlflow server`).
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     uri, log = f"http://127.0.0.1:{port}", folder / "mlflow-server.log"
