@@ -5,6 +5,7 @@ run's tag and metrics. The timings themselves are benchmarks (bench/auto_precisi
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> list:
 
     def fake(cfg, *args, **kwargs):
         calls.append(cfg)
-        return dict(FAST)
+        return {p: [s, s * 1.01] for p, s in FAST.items()}  # two rounds that agree
 
     monkeypatch.setattr(autoprecision, "measure", fake)
     return calls
@@ -61,7 +62,7 @@ def test_measuring_leaves_the_policy_as_it_was_though_clearing_the_session_reset
     with policy("bfloat16"):
         seconds = autoprecision.measure(tiny_config("baseline"), rounds=1, budget_s=0.01)
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert set(seconds) == {"float32", "bfloat16"} and all(0 < s < 5 for s in seconds.values())
+    assert set(seconds) == {"float32", "bfloat16"} and all(len(r) == 1 and 0 < r[0] < 5 for r in seconds.values())
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -90,6 +91,39 @@ def test_the_first_choice_measures_and_caches_the_next_reads_the_cache(cache: Pa
         "precision_probe_float32_ms_per_step": 20.0,
         "precision_probe_bfloat16_ms_per_step": 10.0,
     }
+
+
+def test_rounds_that_disagree_train_in_float32_cache_nothing_and_the_next_run_measures_again(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bfloat16 2x faster in one round and 1.5x slower in the other: a load moved under the probe; the run takes
+    float32 with both best timings, says so, and caches nothing; rounds that then agree are cached."""
+    timings = iter(
+        [{"float32": [0.02, 0.02], "bfloat16": [0.01, 0.03]}, {"float32": [0.02, 0.021], "bfloat16": [0.01, 0.011]}]
+    )
+    monkeypatch.setattr(autoprecision, "measure", lambda cfg: next(timings))
+    cfg = tiny_config("baseline")
+    with caplog.at_level(logging.WARNING, logger=autoprecision.__name__):
+        first = autoprecision.choose(cfg)
+    assert (first.precision, first.source, first.seconds_per_step) == ("float32", "unsettled", FAST)
+    assert first.tags() == {"precision_auto": "unsettled"} and "the rounds disagree" in caplog.text
+    assert not cache.exists()
+    again = autoprecision.choose(cfg)
+    assert (again.precision, again.source) == ("bfloat16", "measured")
+    assert autoprecision.choose(cfg).source == "cached"
+
+
+@pytest.mark.parametrize(
+    ("rounds", "answer"),
+    [
+        ({"float32": [0.10, 0.10], "bfloat16": [0.05, 0.06]}, True),  # bfloat16 in both
+        ({"float32": [0.10, 0.12], "bfloat16": [0.15, 0.20]}, True),  # float32 in both
+        ({"float32": [0.10, 0.10], "bfloat16": [0.05, 0.12]}, False),  # one round each way
+        ({"float32": [0.10], "bfloat16": [0.05]}, True),  # one round cannot disagree
+    ],
+)
+def test_a_decision_is_settled_when_every_round_gives_it(rounds, answer) -> None:
+    assert autoprecision.settled(rounds) is answer
 
 
 def test_each_model_has_its_own_entry_and_an_unreadable_cache_is_measured_again(cache: Path, measured) -> None:

@@ -5,11 +5,14 @@ A CPU flag says what a CPU can do, not what is faster on it: the same `model nam
 without `avx512_bf16`, and where bfloat16 is native it still loses on some models. The decision is cached
 (`catdog.train.probe`) in `$CATDOG_CACHE_DIR/precision.json` (default `~/.cache/catdog/`), keyed by the machine
 fingerprint without the precision (CPU kind and kernel flags, oneDNN on or off, TensorFlow's and Keras' versions, the
-run's threads), the visible GPUs and the workload (`probe.workload_key`); delete the file to measure again.
+run's threads), the visible GPUs and the workload (`probe.workload_key`); delete the file to measure again. Only a
+settled decision is cached: where the rounds disagree (the machine's load moved under the probe), the run trains in
+float32 and the next run measures again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -32,7 +35,9 @@ from catdog.train.probe import (
     workload_key,
 )
 
-__all__ = ["CACHE_ENV", "CACHE_NAME", "Decision", "cache_key", "choose", "faster", "measure"]
+log = logging.getLogger(__name__)
+
+__all__ = ["CACHE_ENV", "CACHE_NAME", "Decision", "best", "cache_key", "choose", "faster", "measure", "settled"]
 
 CACHE_NAME = "precision.json"
 BUDGET_S = 0.5  # timed seconds per precision and round, after the untimed first steps
@@ -44,7 +49,8 @@ MARGIN = 1.05
 
 @dataclass(frozen=True)
 class Decision:
-    """What `auto` resolved to, why (`measured` or `cached`), and both precisions' seconds per step."""
+    """What `auto` resolved to, why (`measured`, `cached`, or `unsettled`: float32, where the rounds disagreed), and
+    both precisions' best seconds per step."""
 
     precision: str
     source: str
@@ -81,8 +87,8 @@ def cache_key(
     return digest({"machine": machine, "gpus": gpus(), "workload": workload_key(cfg)})
 
 
-def measure(cfg: DictConfig, rounds: int = ROUNDS, budget_s: float = BUDGET_S) -> dict[str, float]:
-    """Each precision's best seconds per step over `rounds` interleaved timings of the run's model.
+def measure(cfg: DictConfig, rounds: int = ROUNDS, budget_s: float = BUDGET_S) -> dict[str, list[float]]:
+    """Each precision's seconds per step in each of `rounds` interleaved timings of the run's model.
 
     Keras' session is cleared afterwards (the probe's models and layer names leave no trace in the run) and the
     global dtype policy, which clearing resets, restored.
@@ -93,14 +99,19 @@ def measure(cfg: DictConfig, rounds: int = ROUNDS, budget_s: float = BUDGET_S) -
     try:
         models = {p: probe_model(cfg, p) for p in POLICIES}
         data = probe_batches(cfg)
-        best = {p: float("inf") for p in models}
+        timed: dict[str, list[float]] = {p: [] for p in models}
         for _ in range(rounds):
             for p, model in models.items():
-                best[p] = min(best[p], seconds_per_step(model, data, budget_s))
+                timed[p].append(seconds_per_step(model, data, budget_s))
     finally:
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy(previous)
-    return best
+    return timed
+
+
+def best(seconds: dict[str, list[float]]) -> dict[str, float]:
+    """Each precision's fastest round."""
+    return {p: min(rounds) for p, rounds in seconds.items()}
 
 
 def faster(seconds: dict[str, float]) -> str:
@@ -108,16 +119,35 @@ def faster(seconds: dict[str, float]) -> str:
     return "bfloat16" if seconds["float32"] >= MARGIN * seconds["bfloat16"] else "float32"
 
 
+def settled(seconds: dict[str, list[float]]) -> bool:
+    """Whether every round, taken alone, gives the answer of the best rounds: rounds that disagree measured a load
+    that moved under the probe, not the machine, and their answer is not cached."""
+    rounds = zip(*seconds.values(), strict=True)
+    return {faster(dict(zip(seconds, r, strict=True))) for r in rounds} == {faster(best(seconds))}
+
+
 def choose(cfg: DictConfig, threads: int | None = None) -> Decision:
     """`auto`'s precision for this run, which trains with `threads` (None: as this process's thread pools run): the
     cached decision for this machine fingerprint and workload, else measured and cached."""
     threads = threads or run_threads()
 
-    def measured() -> dict:
+    def measured() -> dict | None:
         seconds = measure(cfg)
-        decision = Decision(faster(seconds), "measured", {p: round(s, 6) for p, s in seconds.items()})
+        fastest = {p: round(s, 6) for p, s in best(seconds).items()}
+        if not settled(seconds):
+            log.warning(
+                "precision auto: the rounds disagree (the machine's load moved?): float32 for this run, not cached; "
+                "the next run measures again (seconds per step: %s)",
+                "; ".join(f"{p} {', '.join(f'{t:.4f}' for t in v)}" for p, v in seconds.items()),
+            )
+            unsettled.update(fastest)
+            return None
+        decision = Decision(faster(fastest), "measured", fastest)
         machine = words(fingerprint(threads))
         return {**asdict(decision), "machine": machine, "model": cfg.model.name, "when": datetime.now(UTC).isoformat()}
 
+    unsettled: dict[str, float] = {}
     entry, hit = cached(cache_file(CACHE_NAME), cache_key(cfg, threads), measured)
+    if entry is None:
+        return Decision("float32", "unsettled", unsettled)
     return Decision(entry["precision"], "cached" if hit else "measured", entry["seconds_per_step"])
