@@ -189,7 +189,7 @@ def test_the_study_page_section_shows_each_finding_with_its_images_inside_the_pa
     from catdog.report.html import page
 
     root, _, findings = audited
-    html = page("t", "s", [section(root / "raw" / "cats_and_dogs_filtered", str(root / REPORT))])
+    html = page("t", "s", [section(root / "raw" / "cats_and_dogs_filtered", *read_findings(str(root / REPORT)))])
     for finding in findings:
         assert all(f"{f.path} ({f.split}, {f.label})" in html for f in finding.files)
     assert "in two splits: leakage" in html

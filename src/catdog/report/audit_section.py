@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from catdog.audit.findings import KINDS, PAIRS, REPORT, Finding, read_findings
+from catdog.audit.findings import KINDS, PAIRS, Finding
 from catdog.common.machine import words as machine_words
 from catdog.report.html import Cell, Html, Section, card, cards, image, inline_markdown, paragraph, table
 
@@ -45,8 +45,8 @@ def counts_table(counts: dict[str, int], findings: Sequence[Finding]) -> Html:
     return table(["kind", "what it is", "found", "of them across splits"], rows)
 
 
-def audit(dataset_dir: Path, report_file: str = REPORT, shown: int = SHOWN) -> Section:
-    report, findings = read_findings(report_file)
+def audit(dataset_dir: Path, report: dict, findings: Sequence[Finding], shown: int = SHOWN) -> Section:
+    """The section from the audit's report and findings (`catdog.audit.findings.read_findings`)."""
     counts = report["counts"]
     intro = (
         f"The audit stage looked at all {counts['images']} images of the split (train, val and test) through "

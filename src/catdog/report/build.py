@@ -20,7 +20,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from catdog.audit.findings import REPORT as AUDIT_REPORT
+from catdog.audit.findings import read_findings
 from catdog.common.files import StudyFileMissing, read_json, required, write_text
 from catdog.data.manifests import data_version
 from catdog.report import audit_section, image_sections, sections, study_card
@@ -88,7 +88,7 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, 
     explained = explain(cfg, details["champion"], best[details["champion"]])
     reference = REFERENCE if REFERENCE in variants else variants[0]
     differences = config_differences({v: records[study_run(v, best[v])]["params"] for v in variants}, reference)
-    audited = read_json(AUDIT_REPORT, "audit")
+    audited, findings = read_findings()
     times = stage_times(records, {n: m["seconds"] for n, m in metrics.items()}, compared, audited)
     times.append(this_stage(started, time.monotonic() - clock))
     notes = [
@@ -110,7 +110,7 @@ def build(cfg: DictConfig, started: datetime, clock: float) -> tuple[str, dict, 
         image_sections.mistakes(explained, MISCLASSIFIED_CAP),
         image_sections.correct(explained, CORRECT_PER_CLASS),
         data_card(cfg),
-        audit_section.audit(Path(cfg.data.dataset_dir)),
+        audit_section.audit(Path(cfg.data.dataset_dir), audited, findings),
         image_sections.augmentation({v: o.augmentation for v, o in outputs.items() if o.augmentation.is_file()}),
         study_card.provenance(times, notes),
     ]

@@ -32,6 +32,7 @@ from catdog.train.probe import (
     probe_batches,
     probe_model,
     seconds_per_step,
+    timings,
     workload_key,
 )
 
@@ -131,23 +132,20 @@ def choose(cfg: DictConfig, threads: int | None = None) -> Decision:
     cached decision for this machine fingerprint and workload, else measured and cached."""
     threads = threads or run_threads()
 
-    def measured() -> dict | None:
+    def measured() -> tuple[dict, bool]:
         seconds = measure(cfg)
         fastest = {p: round(s, 6) for p, s in best(seconds).items()}
-        if not settled(seconds):
+        steady = settled(seconds)
+        if not steady:
             log.warning(
                 "precision auto: the rounds disagree (the machine's load moved?): float32 for this run, not cached; "
                 "the next run measures again (seconds per step: %s)",
-                "; ".join(f"{p} {', '.join(f'{t:.4f}' for t in v)}" for p, v in seconds.items()),
+                timings(seconds),
             )
-            unsettled.update(fastest)
-            return None
-        decision = Decision(faster(fastest), "measured", fastest)
+        decision = Decision(faster(fastest) if steady else "float32", "measured" if steady else "unsettled", fastest)
         machine = words(fingerprint(threads))
-        return {**asdict(decision), "machine": machine, "model": cfg.model.name, "when": datetime.now(UTC).isoformat()}
+        when = datetime.now(UTC).isoformat()
+        return {**asdict(decision), "machine": machine, "model": cfg.model.name, "when": when}, steady
 
-    unsettled: dict[str, float] = {}
     entry, hit = cached(cache_file(CACHE_NAME), cache_key(cfg, threads), measured)
-    if entry is None:
-        return Decision("float32", "unsettled", unsettled)
-    return Decision(entry["precision"], "cached" if hit else "measured", entry["seconds_per_step"])
+    return Decision(entry["precision"], "cached" if hit else entry["source"], entry["seconds_per_step"])

@@ -43,6 +43,7 @@ from catdog.train.probe import (
     probe_batches,
     probe_model,
     seconds_per_step,
+    timings,
     workload_key,
 )
 from catdog.train.threads import thread_count
@@ -207,34 +208,34 @@ def measure(cfg: DictConfig, threads: int, default: bool) -> dict[str, list[floa
 
 def choose(cfg: DictConfig, threads: int | None = None) -> Decision:
     """`auto`'s state for a run of `cfg` with `threads` (None: as the run will size its pools): cached per
-    fingerprint and workload, else measured (and cached unless a probe failed)."""
+    fingerprint and workload, else measured (and cached once settled; not where a probe failed)."""
     threads = threads or thread_count(cfg.trainer.threads)
     default = onednn_state(cpu_flags(), {})["on"]
 
-    def measured() -> dict | None:
+    def measured() -> tuple[dict | None, bool]:
         log.info("oneDNN: timing %s with oneDNN on and off (once per machine and workload)", cfg.model.name)
         seconds = measure(cfg, threads, default)
         if seconds is None:
-            return None
-        on = faster(seconds, default)
+            return None, False
+        on, steady = faster(seconds, default), settled(seconds, default)
         machine = words(fingerprint(threads, probe_precision(cfg), environ={}))
-        times = "; ".join(f"{k} {', '.join(f'{t:.4f}' for t in v)}" for k, v in seconds.items() if v)
-        log.info("oneDNN %s (TensorFlow's default here: %s); seconds per step: %s", name(on), name(default), times)
-        if not settled(seconds, default):
+        log.info(
+            "oneDNN %s (TensorFlow's default here: %s); seconds per step: %s", name(on), name(default), timings(seconds)
+        )
+        if not steady:
             log.warning(
                 "oneDNN: the two timings disagree (the machine's load moved?): %s for this run, not cached; the next "
                 "run measures again (trainer.onednn=on or off skips the timing)",
                 name(on),
             )
-            unsettled.update(seconds)
-            return None
-        return {"on": on, "seconds_per_step": seconds, "machine": machine, "when": datetime.now(UTC).isoformat()}
+        source = "measured" if steady else "unsettled"
+        entry = {"on": on, "seconds_per_step": seconds, "machine": machine, "when": datetime.now(UTC).isoformat()}
+        return {**entry, "source": source}, steady
 
-    unsettled: dict[str, list[float]] = {}
     entry, hit = cached(cache_file(CACHE_NAME), cache_key(cfg, threads), measured)
     if entry is None:
-        return Decision(default, "auto", "unsettled" if unsettled else "default", unsettled)
-    return Decision(entry["on"], "auto", "cached" if hit else "measured", entry["seconds_per_step"])
+        return Decision(default, "auto", "default")
+    return Decision(entry["on"], "auto", "cached" if hit else entry["source"], entry["seconds_per_step"])
 
 
 def probe_child(config: str, precision: str, threads: str) -> None:
