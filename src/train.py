@@ -14,6 +14,9 @@ from catdog.train import onednn
 def main(cfg: DictConfig) -> float:
     validate(cfg)  # before TensorFlow is imported: a mistyped value fails in about a second
     require_data(cfg.data, ("train", "val"))  # and so does a fresh checkout before `dvc repro split`
+    from catdog.tracking.connect import check_reachable, tracking_uri  # MLflow, 1 s: after the checks needing none
+
+    check_reachable(tracking_uri(cfg.tracking.uri), cfg.tracking.connect_timeout_s)  # a refusing server: before TF
     name_sweep_job(cfg)
     onednn.apply(cfg)  # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, as the next line imports it
     from catdog.train.run import train

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO, expected_overrides, run_entry, tiny_overrides
+from conftest import REPO, expected_overrides, run_entry, tiny_overrides, without_tensorflow
 from dataset_race import log_the_split_while_another_run_inserts_it_first
 from mlflow import MlflowClient
 
@@ -103,7 +103,9 @@ def adhoc(name: str, *extra: str) -> list[str]:
 def test_a_client_without_valid_credentials_is_refused_in_one_line_and_writes_nothing(
     team: Team, split_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = run_entry("train.py", *adhoc("refused", "trainer.epochs=1"), cwd=split_data, env=team.env(None))
+    # Refused before TensorFlow is imported (seconds, not the import's): the run fails if it imports it.
+    env = without_tensorflow(team.env(None), split_data.parent, "train.py imported TensorFlow before connecting")
+    result = run_entry("train.py", *adhoc("refused", "trainer.epochs=1"), cwd=split_data, env=env)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
