@@ -5,6 +5,7 @@ of the session that nothing the suite started is still running."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import shutil
@@ -120,19 +121,24 @@ def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
-@pytest.fixture(scope="session")
-def built_study(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
-    """The tiny study (tests/tiny_study.py), built once per session: the first worker to ask builds it under a lock
-    in the session's shared temporary folder, the others wait for it and reuse it."""
-    import fcntl
-
-    from tiny_study import build
-
+@contextlib.contextmanager
+def session_shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str) -> Iterator[Path]:
+    """`name` in the temporary folder every xdist worker of this session shares, held under a lock of its own: the
+    first worker to ask makes it, the others wait and reuse it."""
     shared = tmp_path_factory.getbasetemp()
     shared = shared if worker_id == "master" else shared.parent
-    with open(shared / "tiny-study.lock", "w") as lock:
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return build(shared / "tiny-study")
+        yield shared / name
+
+
+@pytest.fixture(scope="session")
+def built_study(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+    """The tiny study (tests/tiny_study.py), built once per session (`session_shared`)."""
+    from tiny_study import build
+
+    with session_shared(tmp_path_factory, worker_id, "tiny-study") as root:
+        return build(root)
 
 
 @pytest.fixture
@@ -142,13 +148,19 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty SQLite tracking store with MLflow's schema, migrated once for this worker's session."""
+def migrated_store(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """An empty SQLite tracking store with MLflow's schema, migrated once per session (`session_shared`: MLflow's
+    migrations take 3-4 s of CPU, once instead of once per worker); each test copies it."""
     import mlflow  # here, not at the top: xdist's controller loads this file and never needs MLflow (1.6 s)
 
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()  # creates and migrates it
-    return path
+    with session_shared(tmp_path_factory, worker_id, "migrated-store") as folder:
+        path = folder / "mlflow.db"
+        if not path.exists():
+            folder.mkdir(exist_ok=True)
+            partial = folder / "partial.db"
+            mlflow.MlflowClient(f"sqlite:///{partial}").search_experiments()  # creates and migrates it
+            partial.rename(path)
+        return path
 
 
 @pytest.fixture(autouse=True)

@@ -18,14 +18,13 @@ import yaml
 from conftest import TINY_COUNTS, TINY_SIZE
 from headless import check_page, external_references, find_browser
 from mlflow import MlflowClient
-from tiny_study import TinyStudy, dvc_status, edit_yaml, sh
+from tiny_study import VARIANTS, TinyStudy, dvc_status, edit_yaml, sh
 
 from catdog.data.dataset import load_split
 from catdog.report.explanations import CORRECT_PER_CLASS, MISCLASSIFIED_CAP
 from catdog.report.sections import TITLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
-VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +60,8 @@ def test_a_logged_model_reloads_and_predicts_like_the_saved_one(project, monkeyp
     root, _ = project
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    saved = keras.models.load_model(root / "models" / "scaled-42" / "model.keras")
-    model_uri = json.loads((root / "records" / "train" / "scaled-42.json").read_text())["mlflow"]["model_uri"]
+    saved = keras.models.load_model(root / "models" / "transfer-42" / "model.keras")  # its backbone nested in it
+    model_uri = json.loads((root / "records" / "train" / "transfer-42.json").read_text())["mlflow"]["model_uri"]
     assert model_uri.startswith("models:/m-")
     logged = mlflow.keras.load_model(model_uri)
     val = load_split(
@@ -80,18 +79,18 @@ def test_a_logged_model_reloads_and_predicts_like_the_saved_one(project, monkeyp
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, TINY_SIZE, TINY_SIZE, 3]
 
 
-def test_leaderboard_ranks_four_variants_and_the_majority_baseline(project) -> None:
+def test_leaderboard_ranks_the_variants_and_the_majority_baseline(project) -> None:
     root, _ = project
     metrics = json.loads((root / "metrics/compare.json").read_text())
     assert set(metrics) == set(VARIANTS) | {"majority-class"}
     ranks = sorted(metrics.values(), key=lambda m: m["rank"])
-    assert [m["rank"] for m in ranks] == [1, 2, 3, 4, 5]
+    assert [m["rank"] for m in ranks] == list(range(1, len(VARIANTS) + 2))
     accuracies = [m["test_accuracy"] for m in ranks]
     assert accuracies == sorted(accuracies, reverse=True)
     assert metrics["majority-class"]["test_accuracy"] == 0.5
     board = (root / "reports/leaderboard.md").read_text()
     table = [line for line in board.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(table) == 5
+    assert len(table) == len(VARIANTS) + 1
     assert "Pairwise McNemar" in board
 
 
@@ -181,11 +180,11 @@ def test_an_ad_hoc_run_leaves_the_study_outputs_alone(project) -> None:
 
 def test_a_touched_variant_file_makes_only_its_train_stage_stale(project) -> None:
     root, env = project
-    variant_file = root / "conf/variant/augmented.yaml"
+    variant_file = root / "conf/variant/transfer.yaml"
     original = variant_file.read_text()
     try:
         variant_file.write_text(original + "# a comment\n")
-        assert dvc_status(root, env) == {"train@augmented-42"}
+        assert dvc_status(root, env) == {"train@transfer-42"}
     finally:
         variant_file.write_text(original)
     assert dvc_status(root, env) == set()

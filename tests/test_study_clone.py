@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import without_tensorflow
 from mlflow import MlflowClient
-from tiny_study import TinyStudy, dvc_status, sh
+from tiny_study import VARIANTS, TinyStudy, dvc_status, sh
 
 from catdog.team import swift
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clone")]
-VARIANTS = ["baseline", "augmented", "scaled", "transfer"]
 
 
 @pytest.mark.requires("swift")
@@ -98,7 +97,7 @@ def a_study_is_its_files(root: Path, clone: Path, env: dict[str, str]) -> None:
     assert "not logged: the compare run" in out
     ours, theirs = ((p / "reports/study.html").read_text(encoding="utf-8") for p in (clone, root))
     assert section(ours, "variants") == section(theirs, "variants")
-    assert earlier_stage_rows(ours) == earlier_stage_rows(theirs) and len(earlier_stage_rows(ours)) == 5
+    assert earlier_stage_rows(ours) == earlier_stage_rows(theirs) and len(earlier_stage_rows(ours)) == len(VARIANTS) + 1
 
     with open(clone / "src/catdog/compare/figures.py", "a") as handle:
         handle.write("# touched\n")

@@ -20,6 +20,8 @@ from conftest import REPO, TINY_COUNTS, TINY_SIZE, make_dataset, zip_folder
 from catdog.common.files import sha256_file
 from catdog.data.manifests import content_hash, listing
 
+VARIANTS = ("baseline", "transfer")  # the tiny study's variants, in params.yaml's order
+
 
 @dataclass(frozen=True)
 class TinyStudy:
@@ -56,7 +58,8 @@ def copy_project(dest: Path) -> None:
 
 def shrink(project: Path, archive: Path) -> None:
     """Tiny images, tiny expected counts, the generated archive's sha256 and its images' content pin, random backbone
-    weights (the transfer variant's and the audit's), one epoch per variant and one seed, nothing excluded."""
+    weights (the transfer variant's and the audit's), one epoch per variant, one seed and two variants, nothing
+    excluded."""
 
     def data(d):
         d["expected"] = {folder: {"cats": n, "dogs": n} for folder, n in TINY_COUNTS.items()}
@@ -74,7 +77,9 @@ def shrink(project: Path, archive: Path) -> None:
     tiny = {"epochs": 1, "image_size": TINY_SIZE, "batch_size": 8}
     edit_yaml(project / "params.yaml", lambda p: [v["trainer"].update(tiny) for v in p["variants"].values()])
     edit_yaml(project / "params.yaml", lambda p: p["data"].update(exclude=[]))  # the study's files are not in it
-    edit_yaml(project / "params.yaml", lambda p: p["study"].update(seeds=[42]))  # its tests are of the pipeline
+    # Its tests are of the pipeline: one seed, and two variants, the CNN and the backbone (the other two CNNs are
+    # baseline's layers plus preprocessing ones: each would add a TensorFlow process per stage they pass through).
+    edit_yaml(project / "params.yaml", lambda p: p["study"].update(seeds=[42], variants=list(VARIANTS)))
 
 
 def pin_images(archive: Path, listing_file: Path) -> str:
