@@ -122,22 +122,23 @@ def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @contextlib.contextmanager
-def session_shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str) -> Iterator[Path]:
+def session_shared(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
     """`name` in the temporary folder every xdist worker of this session shares, held under a lock of its own: the
-    first worker to ask makes it, the others wait and reuse it."""
+    first worker to ask makes it, the others wait and reuse it. (From xdist's variable, not its `worker_id` fixture:
+    a session without xdist, `-p no:xdist`, has no such fixture.)"""
     shared = tmp_path_factory.getbasetemp()
-    shared = shared if worker_id == "master" else shared.parent
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield shared / name
 
 
 @pytest.fixture(scope="session")
-def built_study(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
+def built_study(tmp_path_factory: pytest.TempPathFactory):
     """The tiny study (tests/tiny_study.py), built once per session (`session_shared`)."""
     from tiny_study import build
 
-    with session_shared(tmp_path_factory, worker_id, "tiny-study") as root:
+    with session_shared(tmp_path_factory, "tiny-study") as root:
         return build(root)
 
 
@@ -148,12 +149,12 @@ def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def migrated_store(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite tracking store with MLflow's schema, migrated once per session (`session_shared`: MLflow's
     migrations take 3-4 s of CPU, once instead of once per worker); each test copies it."""
     import mlflow  # here, not at the top: xdist's controller loads this file and never needs MLflow (1.6 s)
 
-    with session_shared(tmp_path_factory, worker_id, "migrated-store") as folder:
+    with session_shared(tmp_path_factory, "migrated-store") as folder:
         path = folder / "mlflow.db"
         if not path.exists():
             folder.mkdir(exist_ok=True)
@@ -291,6 +292,18 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     third one costs its own TensorFlow import and collection, 66 → 88 s)."""
     cores = available_cores()
     return cores if "not slow" in (config.option.markexpr or "") else cores + 1
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """The fast tier has no test groups: there idle workers take tests queued for the others (xdist's `worksteal`),
+    so neither waits at the end for a last long test of the other's (`--dist loadgroup`'s chunks ended the two
+    workers 4 s apart in a run of 46-50 s). The full suite keeps `loadgroup` (pyproject.toml's addopts)."""
+    if "not slow" in (config.option.markexpr or ""):
+        from xdist.scheduler import WorkStealingScheduling
+
+        return WorkStealingScheduling(config, log)
+    return None
 
 
 # The groups that each hold one worker longest go first, so the other worker takes the rest beside them; "clone"
