@@ -255,9 +255,15 @@ def test_an_image_over_the_pixel_limit_fails_the_decode_naming_the_file(split_da
 
 @pytest.mark.slow
 def test_nan_loss_fails_the_run_and_writes_no_model(split_data: Path) -> None:
+    """A diverged run fails in one message naming the run and the rate to lower (a `UserError`: the entry points
+    print it as `training error: …`, test_errors.py), its MLflow run FAILED, and nothing of a model written."""
     cfg = tiny_config("baseline", "optimizer=sgd", "optimizer.learning_rate=1e38", "trainer.epochs=3")
-    with pytest.raises(TrainingDiverged, match="non-finite"):
+    with pytest.raises(TrainingDiverged) as diverged:
         train(cfg)
+    assert str(diverged.value) == (
+        "run 'baseline': the loss became non-finite in epoch 1 with optimizer.learning_rate=1e+38; "
+        "lower it (e.g. `optimizer.learning_rate=1e+37`) and run the command again"
+    )
     run = only_run("baseline-42")
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("TrainingDiverged")
