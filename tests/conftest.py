@@ -282,6 +282,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
 
+def fast_tier(config: pytest.Config) -> bool:
+    """Whether this session is the fast tier (`-m "not slow"`)."""
+    return "not slow" in (config.option.markexpr or "")
+
+
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: a session without xdist (-p no:xdist) has no such hook
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml's addopts): for the full suite, one worker more than the cores this process may use
@@ -291,7 +296,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     (14:40 → 11:20 and 13:12 in two runs). The fast tier (-m "not slow") waits on nothing: one worker per core (a
     third one costs its own TensorFlow import and collection, 66 → 88 s)."""
     cores = available_cores()
-    return cores if "not slow" in (config.option.markexpr or "") else cores + 1
+    return cores if fast_tier(config) else cores + 1
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -299,7 +304,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """The fast tier has no test groups: there idle workers take tests queued for the others (xdist's `worksteal`),
     so neither waits at the end for a last long test of the other's (`--dist loadgroup`'s chunks ended the two
     workers 4 s apart in a run of 46-50 s). The full suite keeps `loadgroup` (pyproject.toml's addopts)."""
-    if "not slow" in (config.option.markexpr or ""):
+    if fast_tier(config):
         from xdist.scheduler import WorkStealingScheduling
 
         return WorkStealingScheduling(config, log)

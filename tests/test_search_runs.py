@@ -29,7 +29,10 @@ from catdog.search.budget import counted
 from catdog.search.run import training_args
 
 SEARCH = [sys.executable, str(REPO / "src" / "search.py"), "hparams_search=baseline", "search.poll_s=0.3"]
-TINY = [f"trainer.image_size={TINY_SIZE}", "search.seeds=[42,1]", "search.min_seeds=2"]  # the size first
+SIZE = f"trainer.image_size={TINY_SIZE}"
+TWO_SEEDS = ["search.seeds=[42,1]", "search.min_seeds=2"]
+ONE_SEED = ["search.seeds=[42]", "search.min_seeds=1"]  # where no check is about a trial's seeds
+TINY = [SIZE, *TWO_SEEDS]
 
 
 def journal(root: Path) -> optuna.Study:
@@ -218,8 +221,15 @@ def test_workers_sharing_a_database_draw_apart_share_one_parent_rerun_a_stale_tr
     (two workers seeded alike would draw the same ones: B and C each draw one after the rerun and the first new
     trial), and the search has one MLflow parent run."""
     env = {**os.environ, "OPTUNA_STORAGE": optuna_database}
-    one_seed = [TINY[0], "search.seeds=[42]", "search.min_seeds=1"]  # two seeds: the tests above
-    argv = [*SEARCH, *one_seed, "search.n_trials=4", "trainer.epochs=1", "search.heartbeat_s=1", "search.grace_s=3"]
+    argv = [
+        *SEARCH,
+        SIZE,
+        *ONE_SEED,
+        "search.n_trials=4",
+        "trainer.epochs=1",
+        "search.heartbeat_s=1",
+        "search.grace_s=3",
+    ]
     first = subprocess.Popen(argv, cwd=split_data, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
         wait_for(lambda: running_trial(optuna_database))
@@ -281,27 +291,27 @@ def alive(pids: set[int]) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("stop", "launch", "seeds"),
+    ("stop", "launch", "seeds", "processes"),
     [
-        (signal.SIGTERM, ["search.seeds=[42]", "search.min_seeds=1"], 1),
-        (signal.SIGKILL, [*TINY[1:], "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], 2),
+        (signal.SIGTERM, ONE_SEED, 1, 1),  # the training command
+        (signal.SIGKILL, [*TWO_SEEDS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], 2, 3),  # and two workers
     ],
     ids=["SIGTERM", "SIGKILL"],
 )
 def test_a_stopped_search_leaves_no_training_behind(
-    split_data: Path, stop: signal.Signals, launch: list[str], seeds: int
+    split_data: Path, stop: signal.Signals, launch: list[str], seeds: int, processes: int
 ) -> None:
     """Stopped while its training runs, the search takes it along: SIGTERM as Ctrl-C would (the search stops its
     launch's process group, and its MLflow runs close KILLED); SIGKILL, while two seeds train in parallel (joblib),
     through each process's parent-death signal, the training command and both workers. (One seed with SIGTERM: the
     process group the search stops holds whatever the launcher started, as the pruned trial above shows.)"""
-    argv = [*SEARCH, TINY[0], "search.n_trials=1", "trainer.epochs=60", "trainer.early_stopping.enabled=false", *launch]
+    argv = [*SEARCH, SIZE, "search.n_trials=1", "trainer.epochs=60", "trainer.early_stopping.enabled=false", *launch]
     search = subprocess.Popen(argv, cwd=split_data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     states = split_data / "checkpoints"
     try:
         wait_for(lambda: len(list(states.rglob("state.json"))) == seeds)  # each seed trained an epoch
         below = descendants(search.pid)
-        assert len(below) >= 1 + (seeds if seeds > 1 else 0)  # the training command (and its joblib workers)
+        assert len(below) >= processes
         search.send_signal(stop)
         search.wait(timeout=120)
         wait_for(lambda: not alive(below), timeout_s=60)
